@@ -1,0 +1,296 @@
+"""Cameras: OpenCV convention, Plücker rays, resize/crop intrinsics, pose and time normalisation,
+camera-path interpolation.
+
+Conventions (shared by the whole project):
+  * c2w is a 4x4 camera-to-world matrix, OpenCV axes (x right, y down, z forward).
+  * fxfycxcy holds fx, fy, cx, cy in pixels of the image they belong to; pixel (u, v) has its
+    centre at (u + 0.5, v + 0.5).
+  * Images are float (..., 3, H, W) in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------
+# Rays
+
+
+def pixel_rays(c2w: torch.Tensor, fxfycxcy: torch.Tensor, height: int, width: int):
+    """World-space rays through pixel centres.
+
+    c2w (N,4,4), fxfycxcy (N,4) -> origins (N,H,W,3), unit directions (N,H,W,3).
+    """
+    device, dtype = c2w.device, c2w.dtype
+    v, u = torch.meshgrid(
+        torch.arange(height, device=device, dtype=dtype) + 0.5,
+        torch.arange(width, device=device, dtype=dtype) + 0.5,
+        indexing="ij",
+    )  # (H,W)
+    fx, fy, cx, cy = (fxfycxcy[:, i, None, None] for i in range(4))  # (N,1,1)
+    dirs_cam = torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u).expand_as(u - cx)], -1)
+    dirs = torch.einsum("nij,nhwj->nhwi", c2w[:, :3, :3], dirs_cam)  # (N,H,W,3)
+    dirs = F.normalize(dirs, dim=-1)
+    origins = c2w[:, None, None, :3, 3].expand_as(dirs)
+    return origins, dirs
+
+
+def plucker_rays(c2w: torch.Tensor, fxfycxcy: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Plücker ray map [d, o x d] per pixel: (N,4,4), (N,4) -> (N,6,H,W)."""
+    origins, dirs = pixel_rays(c2w, fxfycxcy, height, width)
+    moment = torch.cross(origins, dirs, dim=-1)
+    return torch.cat([dirs, moment], dim=-1).permute(0, 3, 1, 2)
+
+
+def project_points(points: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor):
+    """World points (..., P, 3) -> pixel coordinates (..., P, 2) and camera depth (..., P).
+
+    c2w (...,4,4), fxfycxcy (...,4). Pixel coordinates use the +0.5 centre convention,
+    so the point on the ray through pixel (u, v)'s centre projects to (u + 0.5, v + 0.5).
+    """
+    w2c = torch.linalg.inv(c2w)
+    cam = points @ w2c[..., :3, :3].transpose(-1, -2) + w2c[..., None, :3, 3]
+    z = cam[..., 2]
+    fx, fy, cx, cy = fxfycxcy.unbind(-1)
+    u = fx[..., None] * cam[..., 0] / z + cx[..., None]
+    v = fy[..., None] * cam[..., 1] / z + cy[..., None]
+    return torch.stack([u, v], -1), z
+
+
+# ----------------------------------------------------------------------------------------------
+# Resize to cover + centre crop
+
+
+@dataclass(frozen=True)
+class CoverCrop:
+    """Scale an (src_h, src_w) image so it covers (dst_h, dst_w), then crop the centre."""
+
+    src_h: int
+    src_w: int
+    dst_h: int
+    dst_w: int
+
+    @property
+    def scale(self) -> float:
+        return max(self.dst_h / self.src_h, self.dst_w / self.src_w)
+
+    @property
+    def resized_hw(self) -> tuple[int, int]:
+        # round() keeps e.g. 512 * 0.25 exactly 128; max() guarantees coverage.
+        s = self.scale
+        return max(self.dst_h, round(self.src_h * s)), max(self.dst_w, round(self.src_w * s))
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        rh, rw = self.resized_hw
+        return (rh - self.dst_h) // 2, (rw - self.dst_w) // 2
+
+    def intrinsics(self, fxfycxcy: torch.Tensor) -> torch.Tensor:
+        """fx fy cx cy in source pixels -> in pixels of the cropped image (..., 4)."""
+        rh, rw = self.resized_hw
+        sy, sx = rh / self.src_h, rw / self.src_w
+        oy, ox = self.offset
+        fx, fy, cx, cy = fxfycxcy.unbind(-1)
+        return torch.stack([fx * sx, fy * sy, cx * sx - ox, cy * sy - oy], -1)
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        """(..., C, src_h, src_w) -> (..., C, dst_h, dst_w), antialiased bilinear resize."""
+        lead = images.shape[:-3]
+        x = images.reshape(-1, *images.shape[-3:])
+        rh, rw = self.resized_hw
+        if (rh, rw) != (self.src_h, self.src_w):
+            x = F.interpolate(x.float(), size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
+        oy, ox = self.offset
+        x = x[..., oy : oy + self.dst_h, ox : ox + self.dst_w]
+        return x.reshape(*lead, *x.shape[-3:])
+
+
+# ----------------------------------------------------------------------------------------------
+# Pose normalisation (one function for training, evaluation and the viewer)
+
+
+@dataclass
+class PoseNormalization:
+    """Similarity from the clip's world frame to the model's normalised frame.
+
+    x_norm = rotation^T (x_world - center) / scale. Cameras transform as c2w_norm = T c2w_world
+    with T = [[R^T / s, -R^T c / s], [0, 1]] applied to positions, rotations rotated by R^T.
+    """
+
+    rotation: torch.Tensor  # (3,3), the mean camera's orientation (columns = its axes)
+    center: torch.Tensor  # (3,)
+    scale: float
+
+    @staticmethod
+    def identity(dtype=torch.float32) -> "PoseNormalization":
+        return PoseNormalization(torch.eye(3, dtype=dtype), torch.zeros(3, dtype=dtype), 1.0)
+
+    def to(self, device) -> "PoseNormalization":
+        return PoseNormalization(self.rotation.to(device), self.center.to(device), self.scale)
+
+    def c2w_to_normalized(self, c2w: torch.Tensor) -> torch.Tensor:
+        R, c = self.rotation.to(c2w), self.center.to(c2w)
+        out = c2w.clone()
+        out[..., :3, :3] = R.T @ c2w[..., :3, :3]
+        out[..., :3, 3] = (c2w[..., :3, 3] - c) @ R / self.scale
+        return out
+
+    def c2w_to_world(self, c2w_norm: torch.Tensor) -> torch.Tensor:
+        R, c = self.rotation.to(c2w_norm), self.center.to(c2w_norm)
+        out = c2w_norm.clone()
+        out[..., :3, :3] = R @ c2w_norm[..., :3, :3]
+        out[..., :3, 3] = c2w_norm[..., :3, 3] * self.scale @ R.T + c
+        return out
+
+    def points_to_world(self, points_norm: torch.Tensor) -> torch.Tensor:
+        R, c = self.rotation.to(points_norm), self.center.to(points_norm)
+        return points_norm * self.scale @ R.T + c
+
+    def points_to_normalized(self, points: torch.Tensor) -> torch.Tensor:
+        R, c = self.rotation.to(points), self.center.to(points)
+        return (points - c) @ R / self.scale
+
+    def covariances_to_world(self, cov_norm: torch.Tensor) -> torch.Tensor:
+        R = self.rotation.to(cov_norm)
+        return (self.scale**2) * (R @ cov_norm @ R.T)
+
+    def to_dict(self) -> dict:
+        return {"rotation": self.rotation.tolist(), "center": self.center.tolist(), "scale": self.scale}
+
+
+def normalize_poses(c2w: torch.Tensor) -> tuple[torch.Tensor, PoseNormalization]:
+    """Centre on the mean camera and scale translations into [-1, 1].
+
+    The mean camera sits at the mean position with axes from the mean z (forward) and mean
+    y (down) axes, orthonormalised. Returns (normalised c2w (N,4,4), the transform).
+    """
+    if not torch.isfinite(c2w).all():
+        raise ValueError("camera poses contain NaN or inf")
+    center = c2w[:, :3, 3].mean(0)
+    z = F.normalize(c2w[:, :3, 2].mean(0), dim=0)
+    y = c2w[:, :3, 1].mean(0)
+    y = F.normalize(y - (y @ z) * z, dim=0)
+    x = torch.cross(y, z, dim=0)
+    rotation = torch.stack([x, y, z], dim=1)
+    ident = PoseNormalization(rotation, center, 1.0)
+    scale = ident.c2w_to_normalized(c2w)[:, :3, 3].abs().max().item()
+    norm = PoseNormalization(rotation, center, scale if scale > 1e-8 else 1.0)
+    return norm.c2w_to_normalized(c2w), norm
+
+
+def normalize_times(times: torch.Tensor, span: tuple[float, float]) -> torch.Tensor:
+    """Map times in [t0, t1] linearly to [-1, 1] (outside values extrapolate)."""
+    t0, t1 = float(span[0]), float(span[1])
+    if t1 <= t0:
+        return torch.zeros_like(times)
+    return (times - t0) / (t1 - t0) * 2.0 - 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Rotations and camera paths
+
+
+def matrix_to_quaternion(R: torch.Tensor) -> torch.Tensor:
+    """(...,3,3) rotation -> (...,4) unit quaternion (w, x, y, z) with w >= 0."""
+    m = R
+    trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    # Four candidate forms; take the one with the largest (best conditioned) denominator.
+    cands = torch.stack(
+        [
+            torch.stack([1 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
+            torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
+            torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0], 1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], m[..., 1, 2] + m[..., 2, 1]], -1),
+            torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1),
+        ],
+        -2,
+    )  # (...,4,4)
+    diag = torch.stack([1 + trace, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1)
+    best = diag.argmax(-1)
+    q = torch.gather(cands, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
+    q = F.normalize(q, dim=-1)
+    return torch.where(q[..., :1] < 0, -q, q)
+
+
+def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
+    """(...,4) quaternion (w, x, y, z), any norm -> (...,3,3) rotation."""
+    w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        -1,
+    ).reshape(*q.shape[:-1], 3, 3)
+
+
+def slerp(q0: torch.Tensor, q1: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of unit quaternions (...,4) at fractions s (...), shortest arc."""
+    dot = (q0 * q1).sum(-1, keepdim=True)
+    q1 = torch.where(dot < 0, -q1, q1)
+    dot = dot.abs().clamp(max=1.0)
+    theta = torch.acos(dot)
+    s = s[..., None]
+    sin = torch.sin(theta)
+    near = sin < 1e-6  # nearly parallel: linear interpolation is exact enough
+    w0 = torch.where(near, 1 - s, torch.sin((1 - s) * theta) / sin.clamp(min=1e-12))
+    w1 = torch.where(near, s, torch.sin(s * theta) / sin.clamp(min=1e-12))
+    return F.normalize(w0 * q0 + w1 * q1, dim=-1)
+
+
+def interpolate_cameras(c2w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Camera path through K keyframes c2w (K,4,4), sampled at parameters s (M,) in [0, K-1].
+
+    Rotations: slerp between neighbouring keys. Positions: centripetal-free uniform
+    Catmull-Rom spline (C1, passes through every key; ends use duplicated end points).
+    """
+    K = c2w.shape[0]
+    if K == 1:
+        return c2w.expand(s.shape[0], 4, 4).clone()
+    s = s.to(c2w.dtype).clamp(0, K - 1)
+    i = s.floor().long().clamp(max=K - 2)
+    f = s - i
+    q = matrix_to_quaternion(c2w[:, :3, :3])
+    R = quaternion_to_matrix(slerp(q[i], q[i + 1], f))
+    p = c2w[:, :3, 3]
+    p0, p1, p2, p3 = p[(i - 1).clamp(min=0)], p[i], p[i + 1], p[(i + 2).clamp(max=K - 1)]
+    f = f[:, None]
+    pos = 0.5 * (
+        2 * p1 + (p2 - p0) * f + (2 * p0 - 5 * p1 + 4 * p2 - p3) * f**2 + (3 * p1 - p0 - 3 * p2 + p3) * f**3
+    )
+    out = torch.eye(4, dtype=c2w.dtype, device=c2w.device).repeat(s.shape[0], 1, 1)
+    out[:, :3, :3] = R
+    out[:, :3, 3] = pos
+    return out
+
+
+def smooth_trajectory(c2w: torch.Tensor, window: int = 5) -> torch.Tensor:
+    """Low-pass a camera trajectory (N,4,4): box-filtered positions, averaged quaternions."""
+    N = c2w.shape[0]
+    if N < 3 or window <= 1:
+        return c2w.clone()
+    half = window // 2
+    idx = torch.arange(N, device=c2w.device)
+    nbr = (idx[:, None] + torch.arange(-half, half + 1, device=c2w.device)[None]).clamp(0, N - 1)  # (N,win)
+    pos = c2w[:, :3, 3][nbr].mean(1)
+    q = matrix_to_quaternion(c2w[:, :3, :3])
+    qn = q[nbr]
+    qn = torch.where((qn * q[:, None]).sum(-1, keepdim=True) < 0, -qn, qn)  # same hemisphere
+    R = quaternion_to_matrix(qn.mean(1))
+    out = c2w.clone()
+    out[:, :3, :3] = R
+    out[:, :3, 3] = pos
+    return out
+
+
+def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """OpenCV c2w (4,4) at eye looking at target; `up` is the world's up direction."""
+    z = F.normalize(target - eye, dim=0)
+    x = F.normalize(torch.cross(z, up, dim=0), dim=0)  # x = y x z with y = -up (OpenCV: y down)
+    y = torch.cross(z, x, dim=0)
+    c2w = torch.eye(4, dtype=eye.dtype, device=eye.device)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = x, y, z, eye
+    return c2w
