@@ -1,0 +1,180 @@
+"""StreamSession: feed a clip chunk by chunk, read the memory's statistics, render any (camera, time).
+
+This is the public API the viewer and scripts use:
+
+    model = fsm.load_checkpoint(path, device="cpu")
+    session = model.start_stream(time_span=(t0, t1), normalization=norm)
+    records = session.feed(images, c2w, fxfycxcy, times)   # whole chunks are processed as they fill
+    session.flush()                                         # process the partial tail, if any
+    image = session.render(c2w, fxfycxcy, time, height, width)
+    session.history                                         # one ChunkRecord per processed chunk
+    session.state(layer)                                    # that layer's ElasticState
+
+Cameras and times are given in the clip's own world frame and seconds; the session maps them
+into the model's frame with the PoseNormalization and time span it was started with.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from fsm.cameras import PoseNormalization, normalize_times
+from fsm.lacet import ElasticConfig, ElasticState, UpdateStats
+from fsm.model import FSM, Views
+
+
+@dataclass
+class ChunkRecord:
+    """What happened when one chunk was ingested."""
+
+    index: int  # chunk number, from 0
+    frames: int  # frames in this chunk
+    frames_total: int  # frames ingested so far, this chunk included
+    time_range: tuple[float, float]  # first and last frame time (seconds)
+    seconds: float  # wall time of the update
+    layers: list[UpdateStats]  # per layer: drift, update norm, importance summary per matrix
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class StreamSession:
+    def __init__(
+        self,
+        model: FSM,
+        time_span: tuple[float, float],
+        frames_per_chunk: int | None = None,
+        elastic: ElasticConfig | None = None,
+        normalization: PoseNormalization | None = None,
+    ):
+        """time_span: seconds mapped to [-1, 1]. normalization: clip world -> model frame
+        (fsm.cameras.normalize_poses over the clip's cameras; identity if the poses already are)."""
+        self.model = model
+        self.time_span = (float(time_span[0]), float(time_span[1]))
+        self.frames_per_chunk = int(frames_per_chunk or model.config.frames_per_chunk)
+        if self.frames_per_chunk < 1:
+            raise ValueError(f"frames_per_chunk must be >= 1, got {self.frames_per_chunk}")
+        self.elastic = elastic or model.config.elastic
+        self.normalization = normalization or PoseNormalization.identity()
+        self.device = next(model.parameters()).device
+        self.history: list[ChunkRecord] = []
+        self.frames_ingested = 0
+        self.image_size: tuple[int, int] | None = None  # (H, W) of the fed frames
+        self._pending: list[tuple[torch.Tensor, ...]] = []  # frames waiting for a full chunk
+        with torch.inference_mode():
+            self._states = model.init_states(1, self.elastic)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._states)
+
+    @property
+    def pending_frames(self) -> int:
+        return sum(p[0].shape[0] for p in self._pending)
+
+    def state(self, layer: int) -> ElasticState:
+        return self._states[layer]
+
+    # -- feeding -------------------------------------------------------------------------------
+
+    def feed(self, images, c2w, fxfycxcy, times) -> list[ChunkRecord]:
+        """Queue frames (N,3,H,W) [0,1], (N,4,4), (N,4), (N,) seconds; ingest every full chunk.
+
+        Returns the records of the chunks processed by this call (possibly none).
+        """
+        images, c2w, fxfycxcy, times = self._check_frames(images, c2w, fxfycxcy, times)
+        self._pending.append((images, c2w, fxfycxcy, times))
+        records = []
+        while self.pending_frames >= self.frames_per_chunk:
+            records.append(self._ingest(self._take(self.frames_per_chunk)))
+        return records
+
+    def flush(self) -> ChunkRecord | None:
+        """Ingest the frames still waiting (a partial last chunk)."""
+        if not self.pending_frames:
+            return None
+        return self._ingest(self._take(self.pending_frames))
+
+    def _take(self, n: int) -> tuple[torch.Tensor, ...]:
+        merged = [torch.cat(parts) for parts in zip(*self._pending)]
+        chunk = [m[:n] for m in merged]
+        rest = [m[n:] for m in merged]
+        self._pending = [tuple(rest)] if rest[0].shape[0] else []
+        return tuple(chunk)
+
+    @torch.inference_mode()
+    def _ingest(self, frames: tuple[torch.Tensor, ...]) -> ChunkRecord:
+        images, c2w, fxfycxcy, times = frames
+        start = _time.perf_counter()
+        views = self._views(c2w, fxfycxcy, times, images)
+        self._states, stats = self.model.ingest(self._states, views, self.elastic, with_stats=True)
+        n = images.shape[0]
+        self.frames_ingested += n
+        record = ChunkRecord(
+            index=len(self.history),
+            frames=n,
+            frames_total=self.frames_ingested,
+            time_range=(float(times[0]), float(times[-1])),
+            seconds=_time.perf_counter() - start,
+            layers=stats,
+        )
+        self.history.append(record)
+        return record
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def render(self, c2w, fxfycxcy, time, height: int, width: int, head: str = "lvsm") -> torch.Tensor:
+        """Render with the memory as it is now. One camera (4,4),(4,) -> (3,H,W); V cameras
+        (V,4,4),(V,4) with V times -> (V,3,H,W). Values in [0, 1], on the session's device."""
+        single = torch.as_tensor(c2w).dim() == 2
+        c2w = torch.as_tensor(c2w, dtype=torch.float32, device=self.device).reshape(-1, 4, 4)
+        fxfycxcy = torch.as_tensor(fxfycxcy, dtype=torch.float32, device=self.device).reshape(-1, 4)
+        times = torch.as_tensor(time, dtype=torch.float64).reshape(-1).expand(c2w.shape[0])
+        if not (torch.isfinite(c2w).all() and torch.isfinite(fxfycxcy).all() and torch.isfinite(times).all()):
+            raise ValueError("render camera or time is not finite")
+        if head != "lvsm":
+            raise ValueError(f"unknown head {head!r}; this model has {self.model.config.heads}")
+        views = self._views(c2w, fxfycxcy, times)
+        image = self.model.render_lvsm(self._states, views, height, width)[0]
+        return image[0] if single else image
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _views(self, c2w, fxfycxcy, times, images=None) -> Views:
+        """Clip-frame tensors of one clip -> a batch-of-one Views in the model's frame."""
+        t = normalize_times(times.to(torch.float64), self.time_span).to(torch.float32)
+        return Views(
+            c2w=self.normalization.c2w_to_normalized(c2w)[None],
+            fxfycxcy=fxfycxcy[None],
+            times=t.to(self.device)[None],
+            images=None if images is None else images[None],
+        )
+
+    def _check_frames(self, images, c2w, fxfycxcy, times):
+        images = torch.as_tensor(images, dtype=torch.float32, device=self.device)
+        c2w = torch.as_tensor(c2w, dtype=torch.float32, device=self.device)
+        fxfycxcy = torch.as_tensor(fxfycxcy, dtype=torch.float32, device=self.device)
+        times = torch.as_tensor(times, dtype=torch.float64)
+        n = images.shape[0] if images.dim() == 4 else -1
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (N,3,H,W), got {tuple(images.shape)}")
+        if c2w.shape != (n, 4, 4) or fxfycxcy.shape != (n, 4) or times.shape != (n,):
+            raise ValueError(
+                f"{n} frames but cameras {tuple(c2w.shape)}, intrinsics {tuple(fxfycxcy.shape)}, "
+                f"times {tuple(times.shape)} (expected ({n},4,4), ({n},4), ({n},))"
+            )
+        for name, x in (("images", images), ("c2w", c2w), ("fxfycxcy", fxfycxcy), ("times", times)):
+            if not torch.isfinite(x).all():
+                raise ValueError(f"{name} contain NaN or inf")
+        size = tuple(images.shape[-2:])
+        if self.image_size is None:
+            self.image_size = size
+        elif size != self.image_size:
+            raise ValueError(f"frames of size {size} fed to a session streaming {self.image_size} frames")
+        return images, c2w, fxfycxcy, times
