@@ -1,0 +1,1 @@
+"""Training, evaluation, ablation and fine-tuning scripts (run as `python train/<script>.py`)."""

@@ -1,0 +1,191 @@
+"""Shared pieces of the training scripts: CLI option groups, data access, devices, RNG states.
+
+The scripts import this as `train.common`; each script puts the repository root on sys.path
+first, so `python train/pretrain.py` works from a checkout without installing anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fsm.cameras import look_at, pixel_rays
+from fsm.lacet import ElasticConfig
+from fsm.model import Views
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI option groups shared by pretrain / ablate / finetune
+
+
+@dataclass
+class DataConfig:
+    """Where training samples come from and what they look like."""
+
+    source: Literal["synthetic", "clips"] = "synthetic"
+    """synthetic: the procedural 4D engine (fsm.data); clips: real posed clips listed in --data.clips."""
+    clips: tuple[Path, ...] = ()
+    """Clips or folders of clips (anything fsm.io.load_clip reads) for --data.source clips."""
+    resolution: int = 128
+    """Square training resolution in pixels (a multiple of the patch size, 8)."""
+    input_views: int = 32
+    """Input (context) frames per sample; these update the fast weights."""
+    target_views: int = 32
+    """Target views per sample (supervised renders), some off the camera trajectory."""
+    window: int = 128
+    """Frames in the temporal window a sample's inputs and targets are drawn from."""
+
+
+@dataclass
+class ElasticOptions:
+    """Fast-weight consolidation (paper Eq. 5-6). Defaults are the paper's."""
+
+    plain_lact: bool = False
+    """Turn consolidation off (lambda = 0): exactly LaCT."""
+    estimator: Literal["si", "ewc", "mas"] = "si"
+    """Importance estimator phi: si |dW * (W - W*)|, ewc dW^2, mas |dW|."""
+    anchor: Literal["streaming-ema", "streaming", "global"] = "streaming-ema"
+    """Anchor policy: EMA of the fast weights, the last fast weights, or the initial ones."""
+    lam: float = 0.5
+    """Pull strength lambda toward the anchor."""
+    alpha: float = 0.5
+    """Importance EMA decay."""
+    beta: float = 0.5
+    """Anchor EMA decay (streaming-ema only)."""
+
+    def to_config(self) -> ElasticConfig:
+        if self.plain_lact:
+            return ElasticConfig.plain_lact()
+        return ElasticConfig(lam=self.lam, alpha=self.alpha, beta=self.beta, estimator=self.estimator, anchor=self.anchor)
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices and seeds
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; otherwise the named device (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def sample_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (e.g. run seed, rank, step): independent streams, no state."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, torch.Tensor | list[torch.Tensor]]:
+    """All global RNG states as tensors (so the checkpoint stays weights_only-loadable)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_meta": torch.tensor([pos, has_gauss], dtype=torch.int64),
+        "numpy_gauss": torch.tensor(gauss, dtype=torch.float64),
+        "python": torch.tensor(py_state, dtype=torch.int64),
+        "python_meta": torch.tensor([version], dtype=torch.int64),
+        "python_gauss": torch.tensor(float("nan") if py_gauss is None else py_gauss, dtype=torch.float64),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    pos, has_gauss = state["numpy_meta"].tolist()
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), pos, has_gauss, state["numpy_gauss"].item()))
+    gauss = state["python_gauss"].item()
+    random.setstate((int(state["python_meta"][0]), tuple(state["python"].tolist()), None if gauss != gauss else gauss))
+
+
+def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the exact bytes of every tensor, in key order (bit-exact weight comparison)."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        h.update(k.encode())
+        h.update(state_dict[k].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def views_to(views: Views, device: torch.device) -> Views:
+    move = lambda x: None if x is None else x.to(device, non_blocking=True)
+    return Views(move(views.c2w), move(views.fxfycxcy), move(views.times), move(views.images))
+
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the torchrun environment; (0, 1, 0) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Data access (the one place the scripts touch fsm.data)
+# TEMPORARY placeholder scene until fsm.data lands: a moving striped sphere before a striped sky.
+
+
+def _placeholder_render(c2w, fxfycxcy, times, size):
+    origins, dirs = pixel_rays(c2w, fxfycxcy, size, size)  # (N,H,W,3)
+    centre = torch.stack([0.4 * times, torch.zeros_like(times), torch.zeros_like(times)], -1)[:, None, None]
+    oc = origins - centre
+    b = (oc * dirs).sum(-1)
+    disc = b * b - (oc * oc).sum(-1) + 0.6**2
+    t_hit = -b - disc.clamp_min(0).sqrt()
+    p = oc + t_hit[..., None] * dirs
+    sphere = 0.5 + 0.5 * torch.stack([torch.sin(6 * p[..., 0]), torch.sin(6 * p[..., 1]), torch.cos(6 * p[..., 2])], -1)
+    sky = 0.5 + 0.4 * torch.stack([torch.sin(4 * dirs[..., 0]), torch.cos(3 * dirs[..., 1]), torch.sin(5 * dirs[..., 2])], -1)
+    rgb = torch.where((disc > 0)[..., None], sphere, sky)
+    return rgb.permute(0, 3, 1, 2).contiguous()
+
+
+def _placeholder_sample(gen: torch.Generator, data: DataConfig):
+    n = data.input_views + data.target_views
+    frames = torch.randperm(data.window, generator=gen)[:n].sort().values.float()
+    s = frames / max(data.window - 1, 1)  # [0,1] along the window
+    angle = float(torch.rand((), generator=gen)) * 6.28 + 1.2 * s
+    angle[data.input_views :] += (torch.rand(data.target_views, generator=gen) - 0.5) * 0.6  # off-trajectory
+    eye = torch.stack([2.5 * torch.sin(angle), -0.3 * torch.ones_like(angle), -2.5 * torch.cos(angle)], -1)
+    c2w = torch.stack([look_at(e, torch.zeros(3), torch.tensor([0.0, -1.0, 0.0])) for e in eye])
+    f = data.resolution * 1.1
+    fxfycxcy = torch.tensor([f, f, data.resolution / 2, data.resolution / 2]).expand(n, 4).clone()
+    times = s * 2 - 1
+    images = _placeholder_render(c2w, fxfycxcy, times, data.resolution)
+    order = torch.randperm(n, generator=gen)
+    i, t = order[: data.input_views].sort().values, order[data.input_views :]
+    return (c2w[i], fxfycxcy[i], times[i], images[i]), (c2w[t], fxfycxcy[t], times[t], images[t])
+
+
+def _stack_views(parts) -> Views:
+    return Views(*(torch.stack(x) for x in zip(*parts)))
+
+
+def training_batch(data: DataConfig, batch: int, seed: int) -> tuple[Views, Views]:
+    """One batch (inputs, targets) on the CPU, a pure function of `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    samples = [_placeholder_sample(gen, data) for _ in range(batch)]
+    return _stack_views([s[0] for s in samples]), _stack_views([s[1] for s in samples])
+
+
+def heldout_batches(data: DataConfig, regime: Literal["sparse", "continuous"], scenes: int) -> list[tuple[Views, Views]]:
+    """The fixed held-out evaluation scenes (batch of one each) in the given regime."""
+    return [training_batch(data, 1, sample_seed(999_999, 1 if regime == "sparse" else 2, k)) for k in range(scenes)]
