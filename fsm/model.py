@@ -72,7 +72,7 @@ PRESETS: dict[str, FSMConfig] = {
     # unit tests: a forward pass in milliseconds on CPU
     "tiny": FSMConfig(preset="tiny", dim=64, depth=2, attn_heads=2, fw_hidden=128, ffn_hidden=256, frames_per_chunk=2),
     # the shipped model, sized by measurement on a 2-core CPU (see bench/ and README)
-    "small": FSMConfig(preset="small", dim=256, depth=6, attn_heads=4, fw_hidden=512, ffn_hidden=1024),
+    "small": FSMConfig(preset="small", dim=256, depth=8, attn_heads=4, fw_hidden=512, ffn_hidden=1024),
     # the paper's (App. A.2)
     "base": FSMConfig(preset="base", dim=768, depth=24, attn_heads=12, fw_hidden=1536, ffn_hidden=3072),
 }
