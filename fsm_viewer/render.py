@@ -1,0 +1,76 @@
+"""fsm-render: the viewer's "Render video" without a browser.
+
+    fsm-render clip.mp4 --ckpt fsm.pt --path path.json --out video.mp4
+
+Streams the whole clip into the model (as the viewer's Start does), then renders every frame
+of the camera path saved from the viewer's Path tab and writes an H.264 mp4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import tyro
+
+from fsm.cameras import normalize_poses
+from fsm_viewer.app import DEFAULT_CLIP, fail, load_inputs
+from fsm_viewer.paths import CameraPath, PathError, render_path_video
+
+
+@dataclasses.dataclass
+class Args:
+    """Render a camera/time path (saved from fsm-view) through a streamed clip into an mp4."""
+
+    clip: tyro.conf.Positional[Path] = DEFAULT_CLIP
+    """Video, image folder, or camera file (as for fsm-view)."""
+    path: Path = Path("path.json")
+    """Camera path JSON saved from the viewer's Path tab."""
+    out: Path = Path("video.mp4")
+    """Output video (H.264 mp4)."""
+    ckpt: Path | None = None
+    """Model checkpoint (.pt). Default: the shipped assets/fsm-small.pt."""
+    cameras: Path | None = None
+    """Camera file to use instead of the one found next to the clip."""
+    device: str = "auto"
+    """torch device; "auto" = CUDA if present, else CPU."""
+    frames_per_chunk: int | None = None
+    """Frames per fast-weight update (default: the checkpoint's setting)."""
+    max_frames: int | None = None
+    """Read at most this many frames of the clip."""
+    resolution: int = 128
+    """Model input size (square, resize-to-cover + centre crop)."""
+    head: str | None = None
+    """Decoding head (default: the checkpoint's first)."""
+
+
+def run(args: Args) -> int:
+    """Returns the number of frames written."""
+    try:
+        path = CameraPath.load(args.path)
+    except PathError as e:
+        fail(str(e))
+    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution)
+    head = args.head or model.config.heads[0]
+    if head not in model.config.heads:
+        fail(f"--head {head!r}: {args.ckpt} has heads {list(model.config.heads)}")
+    _, norm = normalize_poses(clip.c2w)
+    session = model.start_stream(
+        time_span=(float(clip.times[0]), float(clip.times[-1])), frames_per_chunk=args.frames_per_chunk, normalization=norm
+    )
+    session.feed(clip.frames, clip.c2w, clip.fxfycxcy, clip.times)
+    session.flush()
+    render = lambda c2w, K, t, H, W: session.render(c2w, K, t, H, W, head=head).float().cpu()
+    progress = lambda done, total: print(f"\rfsm-render: frame {done}/{total}", end="", file=sys.stderr, flush=True)
+    n = render_path_video(render, path, args.out, model.config.patch, progress)
+    print(f"\nfsm-render: wrote {n} frames to {args.out}", file=sys.stderr)
+    return n
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(tyro.cli(Args, args=argv))
+
+
+if __name__ == "__main__":
+    main()
