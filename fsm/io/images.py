@@ -76,5 +76,5 @@ def read_images(files: list[Path], crop: CoverCrop | None = None) -> torch.Tenso
     out = torch.empty(len(files), 3, h, w)
     for i, f in enumerate(files):
         img = read_image(f)
-        out[i] = crop.images(img) if crop else img
+        out[i] = crop.images(img).clamp_(0, 1) if crop else img  # resampling may overshoot by rounding
     return out

@@ -12,11 +12,17 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+from av.video.reformatter import Interpolation
 import numpy as np
 import torch
 
 from fsm.cameras import CoverCrop
 from fsm.io.clip import ClipError
+
+# swscale's default YUV->RGB path repeats each chroma sample over 2x2 pixels and reads about
+# one level dark; full chroma interpolation + accurate rounding fixes both (12 dB better on a
+# smooth colour test image) for ~1.5 ms per 512^2 frame.
+_TO_RGB = Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
 
 
 @dataclass
@@ -75,7 +81,8 @@ def read_video_frames(path: Path, indices: list[int], crop: CoverCrop | None = N
         # Converting and resizing a few frames at once is ~2x faster than one by one on CPU.
         nonlocal done
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0)  # (B,3,H,W)
-        out[done : done + len(batch)] = crop.images(x) if crop else x
+        # Resampling can overshoot [0, 1] by float rounding; the Clip contract is [0, 1].
+        out[done : done + len(batch)] = crop.images(x).clamp_(0, 1) if crop else x
         done += len(batch)
         batch.clear()
 
@@ -90,7 +97,7 @@ def read_video_frames(path: Path, indices: list[int], crop: CoverCrop | None = N
                 continue
             if (frame.height, frame.width) != (info.height, info.width):
                 raise ClipError(f"{path}: frame {i} is {frame.width}x{frame.height}, the stream {info.width}x{info.height}")
-            batch.append(frame.to_ndarray(format="rgb24"))
+            batch.append(frame.to_ndarray(format="rgb24", interpolation=_TO_RGB))
             if len(batch) == 16:
                 flush()
             if i == indices[-1]:
