@@ -1,0 +1,166 @@
+"""The paper's ablation (Table 1) and test-time scaling curve (Fig. 5) at a scale that fits.
+
+    python train/ablate.py --preset small --steps 2000 --out runs/ablate          # one GPU, ~hours
+    python train/ablate.py --preset tiny --steps 20 --data.resolution 32 ...      # a smoke run
+
+Every variant trains with the same seed, steps and data (train/pretrain.py's loop), then is
+evaluated on the same held-out synthetic scenes:
+
+    lact-1chunk         LaCT, all inputs in one fast-weight update
+    lact-4chunks        LaCT, inputs in 4 chunks
+    lacet-{si,ewc,mas}  LaCET, 4 chunks, streaming-EMA anchor, each importance estimator
+    lacet-mas-streaming / lacet-mas-global   the other anchor policies
+
+Table: train L2 (EMA, alpha 0.1) and held-out PSNR/SSIM/LPIPS, sparse and continuous.
+Curve: quality vs number of input frames at test time (chunk size fixed, so more inputs =
+more chunks; LaCT 1-chunk always takes every input in one chunk), sparse vs continuous.
+Writes OUT/ablate.md, OUT/ablate.json and one pretrain folder per variant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tyro
+
+from fsm.checkpoint import load_checkpoint
+from train.common import DataConfig, ElasticOptions, pick_device
+from train.eval import evaluate_pairs, synthetic_pairs
+from train.pretrain import ModelOptions, TrainConfig
+from train.pretrain import main as pretrain
+
+
+@dataclass(frozen=True)
+class Variant:
+    chunks: int  # fast-weight chunks per training sample
+    elastic: bool
+    anchor: str = "streaming-ema"
+    estimator: str = "si"
+
+
+VARIANTS: dict[str, Variant] = {
+    "lact-1chunk": Variant(1, False),
+    "lact-4chunks": Variant(4, False),
+    "lacet-si": Variant(4, True, "streaming-ema", "si"),
+    "lacet-ewc": Variant(4, True, "streaming-ema", "ewc"),
+    "lacet-mas": Variant(4, True, "streaming-ema", "mas"),
+    "lacet-mas-streaming": Variant(4, True, "streaming", "mas"),
+    "lacet-mas-global": Variant(4, True, "global", "mas"),
+}
+
+
+@dataclass
+class AblateConfig:
+    out: Path = Path("runs/ablate")
+    """Output folder."""
+    preset: Literal["tiny", "small", "base"] = "small"
+    """Model preset for every variant (the paper uses a 12-layer model)."""
+    data: DataConfig = field(default_factory=lambda: DataConfig(resolution=64, input_views=16, target_views=16, window=64))
+    """Training samples (same for every variant); input views must divide into 4 chunks."""
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    """Which variants to run (names above)."""
+    steps: int = 2000
+    batch_size: int = 4
+    lr: float = 2e-4
+    """Peak learning rate (paper's ablation: 2e-4)."""
+    warmup: int = 200
+    lpips_start: int = 200
+    """Step from which LPIPS joins the loss."""
+    lam: float = 0.5
+    alpha: float = 0.5
+    beta: float = 0.5
+    seed: int = 0
+    eval_scenes: int = 8
+    """Held-out scenes per regime for the table and for every point of the curve."""
+    eval_targets: int = 8
+    """Target views per held-out scene."""
+    curve_inputs: tuple[int, ...] = (4, 8, 16, 32)
+    """Input-frame counts of the test-time scaling curve."""
+    device: str = "auto"
+    max_minutes_per_variant: float | None = None
+    """Wall-clock cap per variant (stops training early; the table reports the steps reached)."""
+
+
+def eval_chunking(variant: Variant, trained_fpc: int, num_inputs: int) -> int:
+    """Frames per chunk at test time: LaCT 1-chunk sees all inputs at once, the others keep their chunk size."""
+    return num_inputs if variant.chunks == 1 else trained_fpc
+
+
+def main(cfg: AblateConfig) -> dict:
+    unknown = set(cfg.variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+    if cfg.data.input_views % 4:
+        raise ValueError(f"--data.input-views {cfg.data.input_views} must be divisible by 4 (4-chunk variants)")
+    device = pick_device(cfg.device)
+    heldout = replace(cfg.data, target_views=cfg.eval_targets)
+    results = {}
+    for name in cfg.variants:
+        v = VARIANTS[name]
+        fpc = cfg.data.input_views // v.chunks
+        elastic = ElasticOptions(plain_lact=not v.elastic, estimator=v.estimator, anchor=v.anchor, lam=cfg.lam, alpha=cfg.alpha, beta=cfg.beta)
+        train_cfg = TrainConfig(
+            out=cfg.out / name, model=ModelOptions(preset=cfg.preset, frames_per_chunk=fpc), data=cfg.data, elastic=elastic,
+            batch_size=cfg.batch_size, steps=cfg.steps, max_minutes=cfg.max_minutes_per_variant, lr=cfg.lr, warmup=cfg.warmup,
+            lpips_start=cfg.lpips_start, eval_scenes=0, ckpt_every=0, log_every=10, seed=cfg.seed, device=str(device),
+        )
+        summary = pretrain(train_cfg)
+        model = load_checkpoint(cfg.out / name / "ckpt.pt", device=device)
+        table = {}
+        for regime in ("sparse", "continuous"):
+            rows, _ = evaluate_pairs(model, synthetic_pairs(heldout, regime, cfg.eval_scenes), eval_chunking(v, fpc, heldout.input_views))
+            table[regime] = {m: rows[0][m] for m in ("psnr", "ssim", "lpips")}
+        curve = {}
+        for regime in ("sparse", "continuous"):
+            curve[regime] = []
+            for n in cfg.curve_inputs:
+                rows, _ = evaluate_pairs(model, synthetic_pairs(replace(heldout, input_views=n), regime, cfg.eval_scenes), eval_chunking(v, fpc, n))
+                curve[regime].append({"inputs": n, "chunks": rows[0]["chunks"], **{m: rows[0][m] for m in ("psnr", "ssim", "lpips")}})
+        results[name] = {"variant": asdict(v), "frames_per_chunk": fpc, "steps": summary["steps"], "train_mse_ema": summary["train_mse_ema"], "heldout": table, "curve": curve}
+        print(f"{name}: steps {summary['steps']}, train L2 EMA {summary['train_mse_ema']:.5f}, sparse PSNR {table['sparse']['psnr']:.2f}")
+
+    report = {"config": json.loads(json.dumps(asdict(cfg), default=str)), "results": results}
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "ablate.json").write_text(json.dumps(report, indent=2))
+    (cfg.out / "ablate.md").write_text(markdown(cfg, results))
+    print(markdown(cfg, results))
+    return report
+
+
+def markdown(cfg: AblateConfig, results: dict) -> str:
+    d = cfg.data
+    lines = [
+        "# Ablation (paper Table 1 / Fig. 5 at small scale)",
+        "",
+        f"Preset {cfg.preset}, {d.resolution}x{d.resolution}, {d.input_views} inputs + {d.target_views} targets from a "
+        f"{d.window}-frame window, batch {cfg.batch_size}, {cfg.steps} steps, seed {cfg.seed}; held-out: {cfg.eval_scenes} "
+        f"synthetic scenes per regime, {cfg.eval_targets} targets each. Train L2 is the EMA (alpha 0.1) of the training MSE.",
+        "",
+        "| variant | chunks | elastic | anchor | estimator | steps | train L2 (x1e3) | sparse PSNR | SSIM | LPIPS | continuous PSNR | SSIM | LPIPS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        v, s, c = r["variant"], r["heldout"]["sparse"], r["heldout"]["continuous"]
+        anchor, est = (v["anchor"], v["estimator"]) if v["elastic"] else ("-", "-")
+        lines.append(
+            f"| {name} | {v['chunks']} | {'yes' if v['elastic'] else 'no'} | {anchor} | {est} | {r['steps']} | {1e3 * r['train_mse_ema']:.2f} "
+            f"| {s['psnr']:.2f} | {s['ssim']:.3f} | {s['lpips']:.3f} | {c['psnr']:.2f} | {c['ssim']:.3f} | {c['lpips']:.3f} |"
+        )
+    lines += ["", "## Test-time scaling: held-out PSNR vs input frames", ""]
+    lines.append("| variant | regime | " + " | ".join(f"{n} in" for n in cfg.curve_inputs) + " |")
+    lines.append("|---|---|" + "---|" * len(cfg.curve_inputs))
+    for name, r in results.items():
+        for regime, points in r["curve"].items():
+            lines.append(f"| {name} | {regime} | " + " | ".join(f"{p['psnr']:.2f}" for p in points) + " |")
+    lines += ["", "SSIM and LPIPS of every point, and the chunk counts, are in ablate.json."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main(tyro.cli(AblateConfig))
