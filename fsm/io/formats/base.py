@@ -177,7 +177,7 @@ def validate(cf: CameraFile) -> CameraFile:
         raise ClipError(f"{p}: zero cameras")
     bad = ~np.isfinite(cf.c2w).all(axis=(1, 2))
     if bad.any():
-        raise ClipError(f"{p}: camera {int(np.argmax(bad))} has a non-finite pose (NaN or inf); {int(bad.sum())} such poses")
+        raise ClipError(f"{p}: camera {int(np.argmax(bad))} has a non-finite pose (NaN or inf; {int(bad.sum())} of {n} poses)")
     bottom_err = np.abs(cf.c2w[:, 3] - np.array([0.0, 0.0, 0.0, 1.0])).max(1)
     R = cf.c2w[:, :3, :3]
     ortho_err = np.abs(np.swapaxes(R, 1, 2) @ R - np.eye(3)).max(axis=(1, 2))
