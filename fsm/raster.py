@@ -29,7 +29,7 @@ ALPHA_MAX = 0.999  # one splat never makes a pixel fully opaque
 T_STOP = 1e-4  # transmittance at which a pixel is done
 MAX_EXTENT = 3.33  # bounding box half-size in standard deviations
 TILE = 16
-BLOCK = 128  # Gaussians composited per step before checking which tiles are done
+BLOCK = 64  # Gaussians composited per step before checking which tiles are done
 
 
 class Render(NamedTuple):
@@ -146,7 +146,7 @@ def project_gaussians(means, covars, opacities, w2c, fxfycxcy, width, height, ne
     cov2d = J @ cov @ J.transpose(-1, -2)  # (C,N,2,2)
     a, b, c = cov2d[..., 0, 0] + EPS_2D, cov2d[..., 0, 1], cov2d[..., 1, 1] + EPS_2D
     det = a * c - b * b
-    ok = in_range & (det > 0)
+    ok = in_range & (det > 0) & (a > 0)  # Sigma2d positive definite (else gsplat skips every pixel)
     det = torch.where(ok, det, torch.ones_like(det))
     conics = torch.stack([c / det, -b / det, a / det], -1)  # (C,N,3)
     means2d = torch.stack([fx * p[..., 0] / z + cx, fy * p[..., 1] / z + cy], -1)  # (C,N,2)
@@ -212,8 +212,9 @@ def rasterize_torch(
 
     # Per (camera, Gaussian) attributes, plus one padding row (index C*N) that never contributes.
     log_op = torch.log(opacities.clamp(min=1e-30))[None].expand(C, N).flatten()
+    half_conic = conics * conics.new_tensor([0.5, 1.0, 0.5])  # so that sigma = 0.5 d^T conic d costs less
     attrs = torch.cat(
-        [means2d.flatten(0, 1), conics.flatten(0, 1), log_op[:, None], depths.flatten()[:, None], colors.repeat(C, 1)], 1
+        [means2d.flatten(0, 1), half_conic.flatten(0, 1), log_op[:, None], depths.flatten()[:, None], colors.repeat(C, 1)], 1
     )  # (C*N, 2+3+1+1+D)
     pad = torch.zeros_like(attrs[:1])
     pad[:, 5] = -torch.inf  # log-opacity of the padding: alpha = 0
@@ -275,8 +276,8 @@ def _tile_pixels(tiles: torch.Tensor, tiles_x: int, tiles_y: int, dtype) -> torc
 
 
 def _composite_block(g, pix, log_T, stopped):
-    """Composite the next block of depth-sorted Gaussians g (A,K,7+D) = [mean2d 2, conic 3,
-    log opacity, depth, colour D] over pixels pix (A,P,2) whose log transmittance is log_T
+    """Composite the next block of depth-sorted Gaussians g (A,K,7+D) = [mean2d 2, conic 3
+    with its diagonal halved, log opacity, depth, colour D] over pixels pix (A,P,2) whose log transmittance is log_T
     (A,P) and whose stop flag is stopped (A,P).
 
     Returns this block's [depth, colour] sum (A,P,1+D), the new log_T and stop flags.
@@ -284,9 +285,9 @@ def _composite_block(g, pix, log_T, stopped):
     dx = g[:, None, :, 0] - pix[..., 0, None]  # (A,P,K)
     dy = g[:, None, :, 1] - pix[..., 1, None]
     a, b, c = (g[:, None, :, i] for i in (2, 3, 4))
-    sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy  # Mahalanobis / 2
+    sigma = dx * (a * dx + b * dy) + c * dy * dy  # 0.5 d^T Sigma2d^-1 d, >= 0 (conic is positive definite)
     alpha = torch.exp(g[:, None, :, 5] - sigma).clamp(max=ALPHA_MAX)
-    alpha = torch.where((alpha >= ALPHA_MIN) & (sigma >= 0), alpha, torch.zeros_like(alpha))
+    alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))
     # Transmittance in log space: a cumulative sum instead of a product (stable, cheap backward).
     log_keep = torch.log1p(-alpha)
     log_T_after = log_T[..., None] + torch.cumsum(log_keep, -1)  # log T after each Gaussian
