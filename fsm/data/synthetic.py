@@ -363,6 +363,8 @@ def _trace_objects(kinds: list[int], R, p, s, o, d):
 
 def _trace_planes(normal, offset, o, d):
     """Nearest one-sided plane hit (only from the side the normal points to). -> t, index (B,N)."""
+    if normal.shape[0] == 0:
+        return torch.full(d.shape[:2], torch.inf, device=d.device), torch.zeros(d.shape[:2], dtype=torch.long, device=d.device)
     denom = _dot(d[..., None, :], normal)  # (B,N,P)
     t = (offset - _dot(o[..., None, :], normal)) / torch.where(denom < -1e-8, denom, torch.full_like(denom, -1.0))
     t = torch.where((denom < -1e-8) & (t > EPS), t, torch.inf)
@@ -469,26 +471,54 @@ def render(
     return torch.cat(out).clamp(0, 1)
 
 
-def _render_frames(scene: Scene, kinds, c2w, fxfycxcy, times, H, W, shadows):
+def trace(scene: Scene, c2w, fxfycxcy, times, height: int, width: int, device=None):
+    """What each pixel sees: distance along its ray (B,H,W) (inf: sky) and object index (B,H,W)
+    (-1: the environment or the sky). Same arguments as render()."""
+    device = torch.device(device) if device is not None else c2w.device
+    scene = scene.to(device)
+    c2w, fxfycxcy, times = c2w.to(device, torch.float32), fxfycxcy.to(device, torch.float32), times.to(device, torch.float32)
+    B = c2w.shape[0]
+    o, d, R, p, s = _primary_rays(scene, c2w, fxfycxcy, times, height, width)
+    t_obj, i_obj, t_env, _ = _intersect(scene, scene.objects.kind.tolist(), o, d, R, p, s)
+    obj = torch.where(t_obj < t_env, i_obj, -1)
+    return torch.minimum(t_obj, t_env).reshape(B, height, width), obj.reshape(B, height, width)
+
+
+def _primary_rays(scene, c2w, fxfycxcy, times, H, W):
     B = c2w.shape[0]
     origins, dirs = pixel_rays(c2w, fxfycxcy, H, W)
     o, d = origins.reshape(B, -1, 3), dirs.reshape(B, -1, 3)  # (B,N,3)
     R, p, s = object_poses(scene.objects, times)  # (B,O,3,3), (B,O,3), (B,O,3)
+    return o, d, R, p, s
+
+
+def _intersect(scene, kinds, o, d, R, p, s):
     t_obj, i_obj = _trace_objects(kinds, R, p, s, o[:, :1], d)  # (B,N); one origin per frame
     t_env, i_env = _trace_planes(scene.plane_normal, scene.plane_offset, o, d)
+    return t_obj, i_obj, t_env, i_env
+
+
+def _render_frames(scene: Scene, kinds, c2w, fxfycxcy, times, H, W, shadows):
+    B = c2w.shape[0]
+    o, d, R, p, s = _primary_rays(scene, c2w, fxfycxcy, times, H, W)
+    t_obj, i_obj, t_env, i_env = _intersect(scene, kinds, o, d, R, p, s)
     on_object = t_obj < t_env
     t = torch.minimum(t_obj, t_env)
     hit = torch.isfinite(t)
     x = o + torch.where(hit, t, 0.0)[..., None] * d  # (B,N,3) hit point
 
     # Surface frame: objects in their unit frame, planes by their fixed normal and axes.
-    rows = torch.arange(B, device=o.device)[:, None]
-    R_px, p_px, s_px = R[rows, i_obj], p[rows, i_obj], s[rows, i_obj]  # (B,N,3,3), (B,N,3), (B,N,3)
-    h = _rot_t(R_px, x - p_px) / s_px  # local unit-shape point
-    n_obj = F.normalize(_rot(R_px, _local_normal(h, scene.objects.kind[i_obj]) / s_px), dim=-1)
+    h = n_obj = plane_uv = plane_n = torch.zeros_like(x)
+    if kinds:
+        rows = torch.arange(B, device=o.device)[:, None]
+        R_px, p_px, s_px = R[rows, i_obj], p[rows, i_obj], s[rows, i_obj]  # (B,N,3,3), (B,N,3), (B,N,3)
+        h = _rot_t(R_px, x - p_px) / s_px  # local unit-shape point
+        n_obj = F.normalize(_rot(R_px, _local_normal(h, scene.objects.kind[i_obj]) / s_px), dim=-1)
     P = scene.plane_normal.shape[0]
-    plane_uv = torch.stack([_dot(x, scene.plane_u[i_env]), _dot(x, scene.plane_v[i_env]), torch.zeros_like(t)], -1)
-    normal = torch.where(on_object[..., None], n_obj, scene.plane_normal[i_env])
+    if P:
+        plane_uv = torch.stack([_dot(x, scene.plane_u[i_env]), _dot(x, scene.plane_v[i_env]), torch.zeros_like(t)], -1)
+        plane_n = scene.plane_normal[i_env]
+    normal = torch.where(on_object[..., None], n_obj, plane_n)
     albedo = _texture(scene.textures, torch.where(on_object, P + i_obj, i_env), torch.where(on_object[..., None], h, plane_uv))
 
     # Lambert + ambient, hard shadows cast by the objects (planes bound the scene, never occlude).
