@@ -35,7 +35,7 @@ import tyro
 import viser
 
 from fsm import FSM, ChunkRecord, ElasticConfig, StreamSession, load_checkpoint
-from fsm.cameras import interpolate_cameras, normalize_poses, smooth_trajectory
+from fsm.cameras import interpolate_cameras, look_at, normalize_poses, smooth_trajectory
 from fsm.checkpoint import CheckpointError
 from fsm.io import Clip, ClipError
 from fsm_viewer import scene
@@ -230,10 +230,14 @@ class ViewerApp:
     # -- clients -------------------------------------------------------------------------------
 
     def _client_connected(self, client: viser.ClientHandle) -> None:
-        # Start behind the first input camera, looking where it looks: the render and the frustums both show.
-        c2w = self.clip.c2w[0].clone()
-        c2w[:3, 3] -= 1.0 * self.norm.scale * c2w[:3, 2]
-        scene.set_client_camera(client, c2w, scene.vertical_fov(self.clip.fxfycxcy[0], self.clip.cameras.height))
+        # Start behind and above the first input camera, looking at a point ahead of it: the
+        # frustums show as a trajectory and the render still faces what the clip saw.
+        c2w0 = self.clip.c2w[0]
+        s, up = self.norm.scale, torch.from_numpy(scene.up_direction(self.norm)).float()
+        target = c2w0[:3, 3] + 2.0 * s * c2w0[:3, 2]
+        eye = c2w0[:3, 3] - 1.2 * s * c2w0[:3, 2] + 0.8 * s * up
+        fov = scene.vertical_fov(self.clip.fxfycxcy[0], self.clip.cameras.height)
+        scene.set_client_camera(client, look_at(eye, target, up), fov)
         renderer = ClientRenderer(client, self.render_client)
         self.renderers[client.client_id] = renderer
         client.camera.on_update(lambda _: renderer.camera_moved())

@@ -87,10 +87,7 @@ class StreamPanel:
         elastic = app.elastic
         self.status = gui.add_markdown("")
         self.progress = gui.add_progress_bar(0.0)
-        with gui.add_folder("Controls"):
-            self.start = gui.add_button("Start", icon=viser.Icon.PLAYER_PLAY, hint="Feed the clip to the model chunk by chunk")
-            self.pause = gui.add_button("Pause", icon=viser.Icon.PLAYER_PAUSE)
-            self.reset = gui.add_button("Reset", icon=viser.Icon.REFRESH, hint="Forget everything: fresh fast weights, back to frame 0")
+        self.controls = gui.add_button_group("Stream", ("Start", "Pause", "Reset"), hint="Reset: fresh fast weights, back to frame 0")
         with gui.add_folder("Elastic memory"):
             self.plain = gui.add_checkbox("Plain LaCT", not elastic.enabled, hint="No elastic consolidation (lambda = 0)")
             self.estimator = gui.add_dropdown("Importance", ("si", "ewc", "mas"), initial_value=elastic.estimator, hint="si: |dW (W - W*)|, ewc: dW^2, mas: |dW|")
@@ -99,20 +96,19 @@ class StreamPanel:
         with gui.add_folder("Fast weights"):
             self.matrix = gui.add_dropdown("Matrix", MATRICES, initial_value="w0", hint="w0, w2: (D, Dh) gate and up; w1: (Dh, D) down")
             self.layer = gui.add_dropdown("Layer", tuple(str(i) for i in range(app.model.config.depth)), initial_value="0")
-            x_scale = {"x": viser.uplot.Scale(time=False), "y": viser.uplot.Scale(time=False)}
+            x_scale = {"x": viser.uplot.Scale(time=False, auto=True), "y": viser.uplot.Scale(auto=True)}
             series = (viser.uplot.Series(label="chunk"),) + tuple(
                 viser.uplot.Series(label=f"L{i}", stroke=LAYER_COLORS[i % len(LAYER_COLORS)], width=2) for i in range(app.model.config.depth)
             )
-            empty = tuple(np.zeros(0) for _ in series)
+            empty = tuple(np.zeros(1) for _ in series)  # refresh() below fills them
             self.drift_plot = gui.add_uplot(empty, series, title="Drift from anchor |W - W*| / |W*|", scales=x_scale, aspect=1.6)
             self.update_plot = gui.add_uplot(empty, series, title="Update size |dW| / |W|", scales=x_scale, aspect=1.6)
             self.heatmap = gui.add_image(np.full((8, 8, 3), 255, np.uint8), label="Importance F (log10)")
             self.legend = gui.add_markdown("")
             self.summary = gui.add_markdown("")
 
-        self.start.on_click(guarded(app, lambda _: app.start()))
-        self.pause.on_click(guarded(app, lambda _: app.pause()))
-        self.reset.on_click(guarded(app, lambda _: app.reset()))
+        actions = {"Start": app.start, "Pause": app.pause, "Reset": app.reset}
+        self.controls.on_click(guarded(app, lambda e: actions[e.target.value]()))
         for handle in (self.plain, self.estimator, self.anchor, self.lam):
             handle.on_update(guarded(app, self._elastic_changed))
         for handle in (self.matrix, self.layer):
@@ -152,11 +148,13 @@ class StreamPanel:
             )
         self.progress.value = 100.0 * n / N
 
-        # curves: one line per layer over chunks
-        x = np.array([r.index + 1 for r in history], dtype=np.float64)
+        # curves: one line per layer over chunks. Every curve starts at (0, 0): before the first
+        # chunk the fast weights are their anchors. (It also keeps the data non-empty: viser 1.1's
+        # uPlot never draws a chart that was created with empty arrays.)
+        x = np.array([0] + [r.index + 1 for r in history], dtype=np.float64)
         L = app.model.config.depth
-        drift = tuple(np.array([r.layers[l].drift[m] for r in history], dtype=np.float64) for l in range(L))
-        upd = tuple(np.array([r.layers[l].update_norm[m] for r in history], dtype=np.float64) for l in range(L))
+        drift = tuple(np.array([0.0] + [r.layers[l].drift[m] for r in history]) for l in range(L))
+        upd = tuple(np.array([0.0] + [r.layers[l].update_norm[m] for r in history]) for l in range(L))
         self.drift_plot.data = (x, *drift)
         self.update_plot.data = (x, *upd)
 
@@ -206,10 +204,9 @@ class RenderPanel:
         with gui.add_folder("Compare with input"):
             self.frame = gui.add_slider("Input frame", 0, max(N - 1, 1), 1, 0)
             self.snap = gui.add_button("Snap to input frame", icon=viser.Icon.CAMERA, hint="Camera and time of input frame N")
-            blank = np.full((clip.cameras.height, clip.cameras.width, 3), 255, np.uint8)
-            self.gt = gui.add_image(blank, label="Ground truth (input frame)")
-            self.rendered = gui.add_image(blank, label="Model render")
-            self.psnr = gui.add_markdown("Snap to a frame to compare.")
+            blank = np.full((clip.cameras.height, 2 * clip.cameras.width, 3), 255, np.uint8)
+            self.compare = gui.add_image(blank, label="Input frame | model render", visible=False)
+            self.psnr = gui.add_markdown("Snap to a frame to compare the model's render with it.")
         self.splats = self.export_ply = None
         if "4dgs" in app.heads:  # only checkpoints with the 4DGS head
             with gui.add_folder("Gaussians (4DGS)"):
@@ -260,7 +257,9 @@ class RenderPanel:
         n = int(self.frame.value)
         render, gt, value = self.app.snap_to_frame(n, event.client)
         self.time.value = float(self.app.clip.times[n])  # -> app.set_time
-        self.gt.image, self.rendered.image = gt, render
+        gap = np.full((gt.shape[0], max(2, gt.shape[1] // 32), 3), 255, np.uint8)
+        self.compare.image = np.concatenate([gt, gap, render], axis=1)
+        self.compare.visible = True
         self.psnr.content = f"Frame {n} at t = {self.app.time:.3f} s: **PSNR {value:.2f} dB** (render vs. input frame)"
 
     # 4DGS: written against StreamSession.gaussians(time) -> means (N,3), covariances (N,3,3),

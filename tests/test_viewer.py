@@ -60,13 +60,13 @@ def test_streaming_grows_history_and_plots(viewer):
     # the panel reads the same numbers the session recorded
     stream = viewer.panels.stream
     data = stream.drift_plot.data
-    assert len(data) == 1 + viewer.model.config.depth and list(data[0]) == [1, 2, 3, 4]
+    assert len(data) == 1 + viewer.model.config.depth and list(data[0]) == [0, 1, 2, 3, 4]  # 0: before any chunk
     assert data[1][-1] == pytest.approx(records[-1].layers[0].drift["w0"])
     assert stream.progress.value == pytest.approx(100.0)
     assert "Done" in stream.status.content
     # the matrix selector switches every curve to that matrix
     stream.matrix.value = "w1"
-    assert stream.update_plot.data[2][0] == pytest.approx(records[0].layers[1].update_norm["w1"])
+    assert stream.update_plot.data[2][1] == pytest.approx(records[0].layers[1].update_norm["w1"])
 
 
 def wait_until_stopped(viewer, timeout=30.0):

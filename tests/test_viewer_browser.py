@@ -1,0 +1,134 @@
+"""The viewer in a real browser: Debian's chromium driven by playwright (no `playwright install`).
+
+Needs `apt-get install chromium` and `pip install playwright`; skips (saying which is missing)
+otherwise. Saves a screenshot to test-artifacts/viewer.png.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import viser
+
+import fsm
+from fsm.cameras import look_at
+from fsm.io import Cameras, Clip
+from fsm_viewer.app import ViewerApp
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
+def smooth_clip(n: int = 16, size: int = 64) -> Clip:
+    """Cameras on an arc around the origin, frames of smooth colour fields that drift over time."""
+    g = torch.Generator().manual_seed(1)
+    field = torch.rand(1, 3, 6, 6 + n, generator=g)
+    frames = torch.stack([F.interpolate(field[..., i : i + 6], size=(size, size), mode="bicubic", align_corners=False)[0] for i in range(n)])
+    up = torch.tensor([0.0, 0.0, 1.0])
+    eyes = [torch.tensor([3 * math.sin(a), -3 * math.cos(a), 0.6]) for a in torch.linspace(-0.7, 0.7, n)]
+    c2w = torch.stack([look_at(e, torch.zeros(3), up) for e in eyes])
+    K = torch.tensor([size * 0.9, size * 0.9, size / 2, size / 2]).expand(n, 4).clone()
+    return Clip(frames.clamp(0, 1), Cameras(c2w, K, torch.arange(n, dtype=torch.float64) / 8, size, size), fps=8.0)
+
+
+@pytest.fixture(scope="module")
+def viewer():
+    torch.manual_seed(0)
+    server = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
+    app = ViewerApp(fsm.FSM.from_preset("tiny").eval(), smooth_clip(), server, frames_per_chunk=4)
+    yield app
+    app.close()
+    server.stop()
+
+
+def slider(page, label: str):
+    """The slider on the row labelled `label` (viser puts the label and the input in one row)."""
+    return page.locator("div.mantine-Flex-root", has=page.get_by_text(label, exact=True)).get_by_role("slider").last
+
+
+def drag(page, box: dict, dx: float, dy: float = 0.0, steps: int = 10) -> None:
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx, y + dy, steps=steps)
+    page.mouse.up()
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_viewer_in_chromium(viewer):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(f"http://127.0.0.1:{viewer.server.get_port()}/?fixedDpr=1")
+
+            # Stream tab: Start -> chunks arrive -> the drift plot is drawn
+            page.get_by_role("button", name="Start").click(timeout=30_000)
+            assert wait_for(lambda: viewer.done), "streaming did not finish"
+            page.get_by_text("Drift from anchor", exact=False).wait_for(timeout=10_000)
+            assert page.locator(".uplot canvas").count() >= 2
+            # the layer-0 drift curve is drawn (its line colour is on the chart)
+            import imageio.v3 as iio
+
+            time.sleep(0.5)
+            chart = iio.imread(page.locator(".uplot").first.screenshot())[..., :3].astype(int)
+            line = np.abs(chart - np.array([0x4E, 0x79, 0xA7])).sum(-1) < 40
+            assert line.sum() > 50, "no drift curve on the chart"
+            page.get_by_text("Done.", exact=False).wait_for(timeout=10_000)
+
+            # a rendered background arrived for this browser
+            assert wait_for(lambda: any(r.frames_rendered > 0 for r in viewer.renderers.values()))
+            renderer = next(iter(viewer.renderers.values()))
+
+            # Render tab: drag the time slider to the right -> the model time moves
+            page.get_by_role("tab", name="Render").click()
+            time_slider = slider(page, "Time (s)")
+            time_slider.wait_for()
+            drag(page, time_slider.bounding_box(), dx=120)
+            assert wait_for(lambda: viewer.time > viewer.time_span[0] + 0.1), "time slider drag did not reach the app"
+
+            # drag the 3D canvas -> the browser camera orbits -> a new render comes back
+            before = renderer.client.camera.position.copy()
+            count = renderer.frames_rendered
+            drag(page, {"x": 200, "y": 250, "width": 300, "height": 300}, dx=-150, dy=30, steps=15)
+            assert wait_for(lambda: not np.allclose(renderer.client.camera.position, before)), "canvas drag did not move the camera"
+            assert wait_for(lambda: renderer.frames_rendered > count), "no render after the camera moved"
+            time.sleep(1.0)  # the full-resolution frame after the camera settles
+
+            # close the "software WebGL" warning (a property of headless chromium) before the picture
+            for close in page.locator(".mantine-Notification-closeButton").all():
+                close.click()
+            page.get_by_role("tab", name="Stream").click()
+            time.sleep(0.5)
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "viewer.png"
+            page.screenshot(path=str(shot))
+
+            # the scene area shows the model's render: the background is not a flat colour
+            pixels = iio.imread(shot)[100:700, 50:800, :3].astype(np.float64)
+            assert pixels.std() > 10.0, "the 3D view looks blank"
+        finally:
+            browser.close()
