@@ -168,12 +168,18 @@ class SyntheticSource:
     def sample(self, batch_size: int, generator: torch.Generator) -> Sample:
         items = []
         for _ in range(batch_size):
-            seed = int(torch.randint(*TRAIN_SEEDS, (1,), generator=generator))
-            family = self.cfg.families[int(torch.randint(len(self.cfg.families), (1,), generator=generator))]
-            kind = PATH_KINDS[int(torch.randint(len(PATH_KINDS), (1,), generator=generator))]
-            variant = int(torch.randint(1 << 20, (1,), generator=generator))
+            seed, family, kind, variant = draw_training_scene(generator, self.cfg.families)
             items.append(synthetic_sample(seed, family, kind, variant, self.cfg, generator, self.device))
         return collate(items)
+
+
+def draw_training_scene(generator: torch.Generator, families=FAMILIES) -> tuple[int, str, str, int]:
+    """(seed, family, path kind, path variant) of a random training scene; seed in TRAIN_SEEDS."""
+    seed = int(torch.randint(*TRAIN_SEEDS, (1,), generator=generator))
+    family = families[int(torch.randint(len(families), (1,), generator=generator))]
+    kind = PATH_KINDS[int(torch.randint(len(PATH_KINDS), (1,), generator=generator))]
+    variant = int(torch.randint(1 << 20, (1,), generator=generator))
+    return seed, family, kind, variant
 
 
 # ----------------------------------------------------------------------------------------------
