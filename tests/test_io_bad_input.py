@@ -53,21 +53,36 @@ def test_truncated_video_without_index(clip_dir):
     raises(lambda: load_clip(video), "walk.mp4", "truncated")
 
 
-def test_truncated_video_with_index_first(tmp_path):
-    # faststart puts the index first: the container promises 30 frames, the data stops early.
-    video = tmp_path / "cut.mp4"
-    with av.open(str(video), "w", options={"movflags": "+faststart"}) as c:
+def noise_video_index_first(path: Path, n: int = 30) -> bytes:
+    """An mp4 with its index (moov) first (faststart); noise frames, so each frame is big."""
+    with av.open(str(path), "w", options={"movflags": "+faststart"}) as c:
         s = c.add_stream("libx264", rate=30)
         s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
         rng = np.random.default_rng(0)
-        for i in range(30):  # noise: every frame is big, so cutting removes many frames
+        for _ in range(n):
             f = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")
             c.mux(s.encode(f))
         c.mux(s.encode())
-    data = video.read_bytes()
+    write_cameras(path.with_suffix(".json"), random_cameras(n, 48, 64), "fsm-view", fps=30.0)
+    return path.read_bytes()
+
+
+def test_truncated_video_with_index_first(tmp_path):
+    # The container promises 30 frames, the data stops early.
+    video = tmp_path / "cut.mp4"
+    data = noise_video_index_first(video)
     video.write_bytes(data[: len(data) // 2])
-    write_cameras(tmp_path / "cut.json", random_cameras(30, 48, 64), "fsm-view", fps=30.0)
     raises(lambda: load_clip(video), "cut.mp4", "truncated")
+
+
+def test_corrupt_tail_is_not_decoded_when_not_needed(tmp_path):
+    video = tmp_path / "tail.mp4"
+    data = noise_video_index_first(video)
+    half = len(data) // 2
+    video.write_bytes(data[:half] + np.random.default_rng(1).bytes(len(data) - half))
+    raises(lambda: load_clip(video), "tail.mp4", "cannot decode")
+    # Decoding stops after the last frame asked for, so the intact start still loads.
+    assert len(load_clip(video, max_frames=3)) == 3
 
 
 def test_random_bytes_video(clip_dir):

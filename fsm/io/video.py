@@ -102,8 +102,6 @@ def read_video_frames(path: Path, indices: list[int], crop: CoverCrop | None = N
                 flush()
             if i == indices[-1]:
                 break
-    if batch:
-        flush()
     if decoded == 0:
         raise ClipError(f"{path}: the video has zero decodable frames")
     if decoded <= indices[-1]:
@@ -111,6 +109,8 @@ def read_video_frames(path: Path, indices: list[int], crop: CoverCrop | None = N
             f"{path}: video ended after {decoded} frames but frame {indices[-1]} was asked for "
             f"(container says {info.n_frames}; truncated file or frame/camera count mismatch)"
         )
+    if batch:
+        flush()
     return out
 
 
