@@ -9,15 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from fsm.cameras import look_at, pixel_rays
+from fsm.data.samples import HELDOUT_SCENES, ClipSource, SampleConfig, SampleSource, SyntheticSource, heldout_views
 from fsm.lacet import ElasticConfig
 from fsm.model import Views
 
@@ -44,6 +43,8 @@ class DataConfig:
     """Target views per sample (supervised renders), some off the camera trajectory."""
     window: int = 128
     """Frames in the temporal window a sample's inputs and targets are drawn from."""
+    novel_share: float = 0.25
+    """Share of synthetic targets rendered from off-trajectory cameras (at an input's time)."""
 
 
 @dataclass
@@ -141,51 +142,34 @@ def dist_info() -> tuple[int, int, int]:
 
 # ----------------------------------------------------------------------------------------------
 # Data access (the one place the scripts touch fsm.data)
-# TEMPORARY placeholder scene until fsm.data lands: a moving striped sphere before a striped sky.
 
 
-def _placeholder_render(c2w, fxfycxcy, times, size):
-    origins, dirs = pixel_rays(c2w, fxfycxcy, size, size)  # (N,H,W,3)
-    centre = torch.stack([0.4 * times, torch.zeros_like(times), torch.zeros_like(times)], -1)[:, None, None]
-    oc = origins - centre
-    b = (oc * dirs).sum(-1)
-    disc = b * b - (oc * oc).sum(-1) + 0.6**2
-    t_hit = -b - disc.clamp_min(0).sqrt()
-    p = oc + t_hit[..., None] * dirs
-    sphere = 0.5 + 0.5 * torch.stack([torch.sin(6 * p[..., 0]), torch.sin(6 * p[..., 1]), torch.cos(6 * p[..., 2])], -1)
-    sky = 0.5 + 0.4 * torch.stack([torch.sin(4 * dirs[..., 0]), torch.cos(3 * dirs[..., 1]), torch.sin(5 * dirs[..., 2])], -1)
-    rgb = torch.where((disc > 0)[..., None], sphere, sky)
-    return rgb.permute(0, 3, 1, 2).contiguous()
+def sample_config(data: DataConfig) -> SampleConfig:
+    return SampleConfig(num_input=data.input_views, num_target=data.target_views, window=data.window,
+                        height=data.resolution, width=data.resolution, novel_share=data.novel_share)  # fmt: skip
 
 
-def _placeholder_sample(gen: torch.Generator, data: DataConfig):
-    n = data.input_views + data.target_views
-    frames = torch.randperm(data.window, generator=gen)[:n].sort().values.float()
-    s = frames / max(data.window - 1, 1)  # [0,1] along the window
-    angle = float(torch.rand((), generator=gen)) * 6.28 + 1.2 * s
-    angle[data.input_views :] += (torch.rand(data.target_views, generator=gen) - 0.5) * 0.6  # off-trajectory
-    eye = torch.stack([2.5 * torch.sin(angle), -0.3 * torch.ones_like(angle), -2.5 * torch.cos(angle)], -1)
-    c2w = torch.stack([look_at(e, torch.zeros(3), torch.tensor([0.0, -1.0, 0.0])) for e in eye])
-    f = data.resolution * 1.1
-    fxfycxcy = torch.tensor([f, f, data.resolution / 2, data.resolution / 2]).expand(n, 4).clone()
-    times = s * 2 - 1
-    images = _placeholder_render(c2w, fxfycxcy, times, data.resolution)
-    order = torch.randperm(n, generator=gen)
-    i, t = order[: data.input_views].sort().values, order[data.input_views :]
-    return (c2w[i], fxfycxcy[i], times[i], images[i]), (c2w[t], fxfycxcy[t], times[t], images[t])
+def make_source(data: DataConfig, device: torch.device | str = "cpu") -> SampleSource:
+    """The training sample source the flags describe (synthetic renders on `device`)."""
+    if data.source == "synthetic":
+        return SyntheticSource(sample_config(data), device=device)
+    if not data.clips:
+        raise ValueError("--data.source clips needs --data.clips PATH [PATH ...] (clips or folders of clips)")
+    return ClipSource(list(data.clips), replace(sample_config(data), novel_share=0.0), device=device)
 
 
-def _stack_views(parts) -> Views:
-    return Views(*(torch.stack(x) for x in zip(*parts)))
+def training_batch(source: SampleSource, batch: int, seed: int) -> tuple[Views, Views]:
+    """One batch (inputs, targets), a pure function of `seed` (no hidden data-loader state)."""
+    sample = source.sample(batch, torch.Generator().manual_seed(seed))
+    return sample.inputs, sample.targets
 
 
-def training_batch(data: DataConfig, batch: int, seed: int) -> tuple[Views, Views]:
-    """One batch (inputs, targets) on the CPU, a pure function of `seed`."""
-    gen = torch.Generator().manual_seed(seed)
-    samples = [_placeholder_sample(gen, data) for _ in range(batch)]
-    return _stack_views([s[0] for s in samples]), _stack_views([s[1] for s in samples])
+def heldout_batches(data: DataConfig, regime: str, scenes: int) -> list[tuple[Views, Views]]:
+    """The first `scenes` fixed held-out synthetic scenes (batch of one each) in a regime.
 
-
-def heldout_batches(data: DataConfig, regime: Literal["sparse", "continuous"], scenes: int) -> list[tuple[Views, Views]]:
-    """The fixed held-out evaluation scenes (batch of one each) in the given regime."""
-    return [training_batch(data, 1, sample_seed(999_999, 1 if regime == "sparse" else 2, k)) for k in range(scenes)]
+    The sparse window is fsm.data's default (4x the views), the continuous one is contiguous.
+    """
+    if not 1 <= scenes <= len(HELDOUT_SCENES):
+        raise ValueError(f"held-out scenes must be in 1..{len(HELDOUT_SCENES)}, got {scenes}")
+    return list(heldout_views(regime, num_input=data.input_views, num_target=data.target_views, height=data.resolution,
+                              width=data.resolution, scenes=HELDOUT_SCENES[:scenes]))  # fmt: skip

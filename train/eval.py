@@ -154,12 +154,18 @@ def synthetic_pairs(data: DataConfig, regime: str, scenes: int) -> list[tuple[Vi
     return [(i, t, {}) for i, t in heldout_batches(data, regime, scenes)]
 
 
-def clip_pair(cfg: EvalConfig, path: Path) -> tuple[Views, Views, dict]:
-    """A clip split into inputs and every k-th frame as a target, with the viewer's normalisation."""
-    from fsm.io import load_clip
+def load_eval_clip(cfg: EvalConfig, path: Path):
+    from fsm.io import load_clip  # PyAV is only needed for clips
 
-    clip = load_clip(path, cameras=cfg.cameras, max_frames=cfg.clip_max_frames, stride=cfg.clip_stride, size=cfg.clip_size)
-    held = holdout_mask(len(clip), cfg.holdout_every)
+    return load_clip(path, cameras=cfg.cameras, max_frames=cfg.clip_max_frames, stride=cfg.clip_stride, size=cfg.clip_size)
+
+
+def split_clip(clip, holdout_every: int) -> tuple[Views, Views, dict]:
+    """(inputs, every k-th frame as targets, session kwargs) in the clip's own frame and seconds.
+
+    The session kwargs are the viewer's: poses normalised over the whole clip, times over its span.
+    """
+    held = holdout_mask(len(clip), holdout_every)
     _, norm = normalize_poses(clip.c2w)
     times = clip.times.to(torch.float64)
     kwargs = {"time_span": (float(times[0]), float(times[-1])), "normalization": norm}
@@ -210,7 +216,7 @@ def main(cfg: EvalConfig) -> dict:
     fpc = cfg.frames_per_chunk or model.config.frames_per_chunk
     rows, strips = [], []
     sets = [(f"synthetic-{r}", lambda r=r: synthetic_pairs(cfg.data, r, cfg.scenes)) for r in (cfg.regimes if cfg.scenes else ())]
-    sets += [(f"clip-{p.stem}", lambda p=p: [clip_pair(cfg, p)]) for p in cfg.clip]
+    sets += [(f"clip-{p.stem}", lambda p=p: [split_clip(load_eval_clip(cfg, p), cfg.holdout_every)]) for p in cfg.clip]
     for name, make in sets:
         set_rows, shown = evaluate_pairs(model, make(), fpc, heads)
         rows += [{"set": name, **r} for r in set_rows]

@@ -23,7 +23,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +49,7 @@ from train.common import (
     seed_everything,
     set_rng_state,
     state_digest,
+    make_source,
     training_batch,
     views_to,
 )
@@ -125,22 +126,22 @@ def model_config(cfg: TrainConfig) -> FSMConfig:
     return preset(cfg.model.preset, **overrides)
 
 
-def make_optimizer(model: FSM, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices (>= 2-D), none on biases, norms and other vectors."""
+def make_optimizer(model: FSM, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW (betas 0.9, 0.95); weight decay on matrices (>= 2-D), none on biases, norms, vectors."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
 
 
-def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to cfg.lr over cfg.warmup steps, then cosine to 0 at cfg.steps."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+def learning_rate(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warmup to `peak` over `warmup` steps, then cosine to 0 at step `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def checkpoint_blocks(model: FSM) -> None:
@@ -203,7 +204,7 @@ def heldout_eval(model: FSM, cfg: TrainConfig) -> dict:
     was_training = model.training
     model.eval()
     out = {}
-    data = DataConfig(resolution=cfg.data.resolution, input_views=cfg.data.input_views, target_views=min(cfg.data.target_views, 8), window=cfg.data.window)
+    data = replace(cfg.data, target_views=min(cfg.data.target_views, 8))
     for regime in ("sparse", "continuous"):
         rows, _ = evaluate_pairs(model, synthetic_pairs(data, regime, cfg.eval_scenes))
         out[regime] = {r["method"]: {m: r[m] for m in ("psnr", "ssim", "lpips")} for r in rows}
@@ -248,7 +249,7 @@ def main(cfg: TrainConfig) -> dict:
 
     seed_everything(cfg.seed)  # identical initial weights on every process
     model = FSM(model_config(cfg)).to(device)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     step, metadata = 0, {}
     if cfg.resume is not None:
         step, metadata = load_training_checkpoint(cfg.resume, model, optimizer)
@@ -288,6 +289,7 @@ def main(cfg: TrainConfig) -> dict:
             meta = {**metadata, "steps": current_step, "seed": cfg.seed, "data": asdict(cfg.data) | {"clips": [str(c) for c in cfg.data.clips]}, "world_size": world, "train_mse_ema": loss_ema}
             save_training_checkpoint(out / "ckpt.pt", model, optimizer, current_step, cfg, meta)
 
+    source = make_source(cfg.data, device)
     H = W = cfg.data.resolution
     tokens_per_step = cfg.batch_size * world * (cfg.data.input_views + cfg.data.target_views) * (H // model.config.patch) * (W // model.config.patch)
     started = time.perf_counter()
@@ -306,11 +308,11 @@ def main(cfg: TrainConfig) -> dict:
                 break
 
             t0 = time.perf_counter()
-            inputs, targets = training_batch(cfg.data, cfg.batch_size, sample_seed(cfg.seed, rank, step))
+            inputs, targets = training_batch(source, cfg.batch_size, sample_seed(cfg.seed, rank, step))
             if first_batch_digest is None:
                 first_batch_digest = state_digest({"images": inputs.images})
             inputs, targets = views_to(inputs, device), views_to(targets, device)
-            lr = learning_rate(step, cfg)
+            lr = learning_rate(step, cfg.lr, cfg.warmup, cfg.steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
