@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fsm.cameras import project_points
-from fsm.io import CAMERA_FORMATS, Cameras, load_clip, read_cameras, write_cameras, write_clip, write_images
+from fsm.io import CAMERA_FORMATS, Cameras, ClipError, load_clip, read_cameras, write_cameras, write_clip, write_images
 from fsm.io.video import write_video
 
 DOG = Path("/work/shared/data/stereo4d_dog")
@@ -302,3 +302,21 @@ def test_instant_ngp_camera_angle_x(tmp_path):
     clip = load_clip(tmp_path / "transforms_train.json")
     f = 0.5 * 50 / math.tan(angle / 2)
     torch.testing.assert_close(clip.fxfycxcy[0], torch.tensor([f, f, 25.0, 20.0]))
+
+
+def test_other_container_and_codec(tmp_path):
+    # VP9 in WebM: a container that states no frame count, so counts are checked while decoding.
+    frames, cams = smooth_frames(5, 48, 64), random_cameras(5, 48, 64, fps=30.0, seed=9)
+    with av.open(str(tmp_path / "v.webm"), "w") as c:
+        s = c.add_stream("libvpx-vp9", rate=30, options={"crf": "10", "b": "0"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for f in (frames * 255).round().byte().permute(0, 2, 3, 1).numpy():
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    write_cameras(tmp_path / "v.json", cams, "fsm-view", fps=30.0, video="v.webm")
+    clip = load_clip(tmp_path / "v.webm", max_frames=4)
+    assert clip.source["codec"] == "vp9" and clip.frames.shape == (4, 3, 48, 64)
+    assert psnr(clip.frames, frames[:4]) > 35
+    write_cameras(tmp_path / "v.json", random_cameras(7, 48, 64), "fsm-view", fps=30.0, video="v.webm")
+    with pytest.raises(ClipError, match=r"v\.webm: video ended after 5 frames but frame 6"):
+        load_clip(tmp_path / "v.webm")
