@@ -70,8 +70,8 @@ class CameraFile:
 def read_json(path: Path):
     try:
         text = path.read_text()
-    except OSError as e:
-        raise ClipError(f"{path}: cannot read camera file ({e.strerror or e})") from None
+    except (OSError, UnicodeDecodeError) as e:  # unreadable, or binary rather than text
+        raise ClipError(f"{path}: cannot read camera file ({e})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as whole_error:

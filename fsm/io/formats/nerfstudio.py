@@ -70,8 +70,9 @@ def read(path: Path, data: dict) -> CameraFile:
         hw.append([int(round(h)), int(round(w))])
         files.append(file)
         for k in DISTORTION_KEYS:
-            if float(cam.get(k) or 0.0) != 0.0:
-                distortion.setdefault(k, float(cam[k]))
+            value = number(cam, k, path, where, "distortion") if cam.get(k) is not None else 0.0
+            if value != 0.0:
+                distortion.setdefault(k, value)
 
     info = {"camera_model": data.get("camera_model", "OPENCV")}
     if missing:

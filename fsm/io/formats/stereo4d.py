@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fsm.io.clip import Cameras, ClipError
+from fsm.io.clip import Cameras
 from fsm.io.formats.base import CameraFile, frames_list, matrix, number, rigid_inverse, write_json
 
 NAME = "stereo4d"
