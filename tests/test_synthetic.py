@@ -231,10 +231,34 @@ def test_renders_are_resolution_exact():
     path = make_path(scene, "orbit")
     t = torch.tensor([1.5])
     K = path.fxfycxcy(1, 24, 24)
-    lo = render(scene, path.c2w(t), K, t, 24, 24)[0]
-    hi = render(scene, path.c2w(t), K * 3, t, 72, 72)[0, :, 1::3, 1::3]
+    lo = render(scene, path.c2w(t), K, t, 24, 24, filter_textures=False)[0]
+    hi = render(scene, path.c2w(t), K * 3, t, 72, 72, filter_textures=False)[0, :, 1::3, 1::3]
     close = (lo - hi).abs().amax(0) < 1e-3
     assert close.float().mean() > 0.99  # a few pixels on edges may flip with the last float bit
+
+
+def test_texture_filter_only_fades_patterns_smaller_than_a_pixel():
+    scene = make_scene(8, "outdoor")
+    path = make_path(scene, "orbit")
+    t = torch.tensor([1.5])
+    c2w, K = path.c2w(t), path.fxfycxcy(1, 32, 32)
+    plain = render(scene, c2w, K, t, 32, 32, filter_textures=False)[0]
+    filtered = render(scene, c2w, K, t, 32, 32)[0]
+    depth, obj = trace(scene, c2w, K, t, 32, 32)
+    assert torch.equal(plain[:, obj[0] >= 0], filtered[:, obj[0] >= 0])  # objects untouched
+    from fsm.cameras import pixel_rays
+
+    _, d = pixel_rays(c2w, K, 32, 32)
+    ground = (obj[0] < 0) & torch.isfinite(depth[0])
+    cells = depth[0] * scene.textures.scale[0] / (K[0, 0] * d[0, ..., 2].abs())  # ground cells per pixel
+    near, far = ground & (cells < 0.45), ground & (cells > 1.6)
+    assert near.sum() > 20 and far.sum() > 20
+    torch.testing.assert_close(plain[:, near], filtered[:, near], atol=1e-6, rtol=0)  # only float rounding
+    # Far away the pattern is gone: only shading (sun, shadows) varies, never the texture.
+    a, b = scene.textures.color_a[0], scene.textures.color_b[0]
+    ratio = filtered[:, far] / ((a + b) / 2)[:, None]  # = shading factor, the same in all channels
+    torch.testing.assert_close(ratio[0], ratio[1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(ratio[0], ratio[2], atol=1e-4, rtol=0)
 
 
 def test_supersampling_is_the_mean_of_subpixels():

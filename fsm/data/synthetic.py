@@ -411,8 +411,13 @@ def value_noise(q: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _texture(tex: Textures, idx: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """Albedo (...,3) of texture idx (...) at texture coordinates (...,3)."""
+def _texture(tex: Textures, idx: torch.Tensor, coords: torch.Tensor, footprint: torch.Tensor | None = None) -> torch.Tensor:
+    """Albedo (...,3) of texture idx (...) at texture coordinates (...,3).
+
+    footprint (...): size of the pixel on the surface in texture-coordinate units. Patterns whose
+    cells shrink below about a pixel fade to their mean (a = b mixed half and half) instead of
+    aliasing into moire; None keeps every pattern at full contrast.
+    """
     kind = tex.kind[idx]
     q = coords * tex.scale[idx][..., None] + tex.offset[idx]
     along = _dot(q, tex.direction[idx])
@@ -426,6 +431,9 @@ def _texture(tex: Textures, idx: torch.Tensor, coords: torch.Tensor) -> torch.Te
         n = (value_noise(qs, seeds) + 0.5 * value_noise(2.03 * qs + 17.0, seeds)) / 1.5
         blob = ((n - 0.5) / 0.04).clamp(0, 1)  # a sharp threshold on smooth noise
         m[noisy] = torch.where(kind[noisy] == BLOBS, blob, n)
+    if footprint is not None:
+        cells = footprint * tex.scale[idx]  # pattern cells per pixel
+        m = 0.5 + (m - 0.5) * (1.5 - cells).clamp(0, 1)
     return tex.color_a[idx] + (tex.color_b[idx] - tex.color_a[idx]) * m[..., None]
 
 
@@ -443,13 +451,17 @@ def render(
     device=None,
     supersample: int = 1,
     shadows: bool = True,
+    filter_textures: bool = True,
     max_elements: int = 1 << 23,
 ) -> torch.Tensor:
     """Exact images of `scene` seen by cameras c2w (B,4,4), fxfycxcy (B,4) at times (B,) seconds.
 
     Returns (B,3,H,W) float32 in [0,1] on `device` (default: c2w's device). supersample=s renders
-    at s x the resolution and box-filters down (anti-aliasing). Frames are processed in chunks of
-    about max_elements ray-object pairs to bound memory.
+    at s x the resolution and box-filters down (anti-aliasing). filter_textures fades ground and
+    wall patterns to their mean colour where their cells get smaller than a pixel (far away or at
+    grazing angles), which removes moire; with it off, every pixel is the exact colour at its
+    centre ray at any resolution. Frames are processed in chunks of about max_elements ray-object
+    pairs to bound memory.
     """
     device = torch.device(device) if device is not None else c2w.device
     scene = scene.to(device)
@@ -462,7 +474,7 @@ def render(
     out = []
     for i in range(0, c2w.shape[0], per_chunk):
         sl = slice(i, i + per_chunk)
-        img = _render_frames(scene, kinds, c2w[sl], fxfycxcy[sl], times[sl], H, W, shadows)
+        img = _render_frames(scene, kinds, c2w[sl], fxfycxcy[sl], times[sl], H, W, shadows, filter_textures)
         if supersample > 1:
             img = F.avg_pool2d(img, supersample)
         out.append(img)
@@ -498,7 +510,7 @@ def _intersect(scene, kinds, o, d, R, p, s):
     return t_obj, i_obj, t_env, i_env
 
 
-def _render_frames(scene: Scene, kinds, c2w, fxfycxcy, times, H, W, shadows):
+def _render_frames(scene: Scene, kinds, c2w, fxfycxcy, times, H, W, shadows, filter_textures):
     B = c2w.shape[0]
     o, d, R, p, s = _primary_rays(scene, c2w, fxfycxcy, times, H, W)
     t_obj, i_obj, t_env, i_env = _intersect(scene, kinds, o, d, R, p, s)
@@ -519,7 +531,11 @@ def _render_frames(scene: Scene, kinds, c2w, fxfycxcy, times, H, W, shadows):
         plane_uv = torch.stack([_dot(x, scene.plane_u[i_env]), _dot(x, scene.plane_v[i_env]), torch.zeros_like(t)], -1)
         plane_n = scene.plane_normal[i_env]
     normal = torch.where(on_object[..., None], n_obj, plane_n)
-    albedo = _texture(scene.textures, torch.where(on_object, P + i_obj, i_env), torch.where(on_object[..., None], h, plane_uv))
+    footprint = None
+    if filter_textures:  # only the planes reach far enough for their patterns to alias
+        slant = _dot(d, normal).abs().clamp(min=0.05)
+        footprint = torch.where(on_object, 0.0, t / (fxfycxcy[:, :1] * slant))  # metres per pixel
+    albedo = _texture(scene.textures, torch.where(on_object, P + i_obj, i_env), torch.where(on_object[..., None], h, plane_uv), footprint)
 
     # Lambert + ambient, hard shadows cast by the objects (planes bound the scene, never occlude).
     light = scene.light
