@@ -81,8 +81,8 @@ class ViewerApp:
 
         # the scene, in the clip's world frame
         server.scene.set_up_direction(tuple(scene.up_direction(self.norm)))
-        scene.add_input_cameras(server, clip, self.norm)
-        scene.show_current_camera(server, clip, self.norm, 0)
+        self.frustums = scene.add_input_cameras(server, clip, self.norm)
+        self.current = scene.show_current_camera(server, clip, self.norm, 0)
         from fsm_viewer.panels import build_panels  # panels import this module's types
 
         self.panels = build_panels(self)
@@ -188,7 +188,7 @@ class ViewerApp:
     def set_time(self, t: float) -> None:
         self.time = float(t)
         idx = int(torch.argmin((self.clip.times - self.time).abs()))
-        scene.show_current_camera(self.server, self.clip, self.norm, idx)
+        self.current = scene.show_current_camera(self.server, self.clip, self.norm, idx)
         for callback in self.on_time:
             callback(self.time)
         self.rerender_all()
@@ -199,6 +199,13 @@ class ViewerApp:
         c2w = interpolate_cameras(smooth, torch.tensor([float(s)], dtype=torch.float64))[0].float()
         i = min(int(round(s)), len(self.clip) - 1)
         return c2w, scene.vertical_fov(self.clip.fxfycxcy[i], self.clip.cameras.height)
+
+    def show_input_cameras(self, visible: bool, except_frame: int | None = None) -> None:
+        """Show or hide the input frustums (a snapped view hides its own frustum, which would
+        otherwise cover the whole render)."""
+        for i, handle in self.frustums.items():
+            handle.visible = visible and i != except_frame
+        self.current.visible = visible and except_frame is None
 
     def snap_to_frame(self, n: int, client: viser.ClientHandle | None = None) -> tuple[np.ndarray, np.ndarray, float]:
         """Go to input camera n at frame n's time. Returns (render, ground truth) as uint8 images at
@@ -291,7 +298,7 @@ class Args:
     """Address to serve on (0.0.0.0 to allow other machines)."""
     port: int = 8080
     """Port to serve on; the next free one is used if it is busy."""
-    no_open: bool = False
+    no_open: tyro.conf.FlagCreatePairsOff[bool] = False
     """Do not open the default browser."""
 
 

@@ -200,6 +200,7 @@ class RenderPanel:
             hint="Move your view along the clip's smoothed camera path (time stays: bullet time)",
         )
         self.head = gui.add_dropdown("Head", app.heads, initial_value=app.head)
+        self.show_inputs = gui.add_checkbox("Input cameras", True, hint="Show the clip's cameras in the scene")
         self.resolution = gui.add_slider("Resolution", 2 * app.patch, 512, app.patch, app.resolution, hint="Render height in pixels (half while the camera moves)")
         with gui.add_folder("Compare with input"):
             self.frame = gui.add_slider("Input frame", 0, max(N - 1, 1), 1, 0)
@@ -221,6 +222,7 @@ class RenderPanel:
         self.head.on_update(guarded(app, self._head_changed))
         self.resolution.on_update(guarded(app, self._resolution_changed))
         self.snap.on_click(guarded(app, self._snap))
+        self.show_inputs.on_update(guarded(app, lambda _: app.show_input_cameras(self.show_inputs.value)))
         self._playing = True
         self._player = threading.Thread(target=self._play_loop, name="play", daemon=True)
         self._player.start()
@@ -257,6 +259,7 @@ class RenderPanel:
         n = int(self.frame.value)
         render, gt, value = self.app.snap_to_frame(n, event.client)
         self.time.value = float(self.app.clip.times[n])  # -> app.set_time
+        self.app.show_input_cameras(self.show_inputs.value, except_frame=n)
         gap = np.full((gt.shape[0], max(2, gt.shape[1] // 32), 3), 255, np.uint8)
         self.compare.image = np.concatenate([gt, gap, render], axis=1)
         self.compare.visible = True

@@ -54,16 +54,17 @@ def thumbnail(frame: torch.Tensor, size: int = 64) -> np.ndarray:
     return (small.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def add_input_cameras(server: viser.ViserServer, clip, norm: PoseNormalization, max_shown: int = 120) -> None:
+def add_input_cameras(server: viser.ViserServer, clip, norm: PoseNormalization, max_shown: int = 120) -> dict[int, viser.CameraFrustumHandle]:
     """One frustum per input frame (at most `max_shown`, evenly spaced), its frame as the image,
-    coloured by time along the clip."""
+    coloured by time along the clip. Returns the handles by frame index."""
     N = len(clip)
     H, W = clip.cameras.height, clip.cameras.width
     t = clip.times.numpy()
     span = max(t[-1] - t[0], 1e-9)
+    handles = {}
     for i in np.unique(np.linspace(0, N - 1, min(N, max_shown)).round().astype(int)):
         c2w = clip.c2w[i].double().numpy()
-        server.scene.add_camera_frustum(
+        handles[int(i)] = server.scene.add_camera_frustum(
             f"/inputs/frame_{i:05d}",
             fov=vertical_fov(clip.fxfycxcy[i], H),
             aspect=W / H,
@@ -74,13 +75,14 @@ def add_input_cameras(server: viser.ViserServer, clip, norm: PoseNormalization, 
             wxyz=vtf.SO3.from_matrix(c2w[:3, :3]).wxyz,
             position=c2w[:3, 3],
         )
+    return handles
 
 
-def show_current_camera(server: viser.ViserServer, clip, norm: PoseNormalization, index: int) -> None:
+def show_current_camera(server: viser.ViserServer, clip, norm: PoseNormalization, index: int) -> viser.CameraFrustumHandle:
     """Highlight input camera `index` (the one nearest the current time) with a larger red frustum."""
     H, W = clip.cameras.height, clip.cameras.width
     c2w = clip.c2w[index].double().numpy()
-    server.scene.add_camera_frustum(
+    return server.scene.add_camera_frustum(
         "/current",
         fov=vertical_fov(clip.fxfycxcy[index], H),
         aspect=W / H,

@@ -233,3 +233,12 @@ def test_fsm_render_headless(files, tmp_path):
     with av.open(str(out)) as container:
         n = sum(1 for _ in container.decode(video=0))
     assert n == 8
+
+
+def test_snap_panel_hides_the_snapped_frustum(viewer):
+    render_panel = viewer.panels.render
+    render_panel.frame.value = 3
+    render_panel._snap(type("Event", (), {"client": None})())
+    assert viewer.time == pytest.approx(float(viewer.clip.times[3]))
+    assert not viewer.frustums[3].visible and viewer.frustums[2].visible
+    assert "PSNR" in render_panel.psnr.content and render_panel.compare.visible
