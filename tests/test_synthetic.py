@@ -19,7 +19,7 @@ def flat_textures(k: int, color=1.0) -> Textures:
     return Textures(
         kind=torch.full((k,), FLAT), color_a=torch.full((k, 3), color), color_b=torch.full((k, 3), color),
         scale=torch.ones(k), offset=torch.zeros(k, 3), direction=torch.tensor([[1.0, 0, 0]]).repeat(k, 1),
-        seed=torch.zeros(k, dtype=torch.long),
+        waves=torch.zeros(k, 6, 4),
     )  # fmt: skip
 
 

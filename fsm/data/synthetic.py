@@ -59,7 +59,7 @@ class Textures:
     scale: torch.Tensor  # (K,) pattern cells per unit of texture coordinate
     offset: torch.Tensor  # (K,3) keeps cell borders off the faces of boxes/planes
     direction: torch.Tensor  # (K,3) unit, for stripes and gradients
-    seed: torch.Tensor  # (K,) long, for noise and blobs
+    waves: torch.Tensor  # (K,M,4) plane waves (frequency vector, phase) for noise and blobs
 
 
 @dataclass
@@ -173,7 +173,7 @@ def _stack_textures(texs: list[dict]) -> Textures:
         scale=torch.tensor([t["scale"] for t in texs]),
         offset=torch.stack([t["offset"] for t in texs]),
         direction=torch.stack([t["direction"] for t in texs]),
-        seed=torch.tensor([t["seed"] for t in texs], dtype=torch.long),
+        waves=torch.stack([t["waves"] for t in texs]),
     )
 
 
@@ -278,10 +278,13 @@ def _max_depth(parent: torch.Tensor) -> int:
 
 # ----------------------------------------------------------------------------------------------
 # Ray casting. A ray (o, d) is mapped into each object's unit frame, where the entry distance is
-# the same as in the world. Most rays miss most objects, so every (ray, object) pair first gets a
-# cheap bounding-sphere test, and the exact test runs only on the surviving pairs (a few percent).
-# The hit tests take vectors as tuples of three component tensors.
+# the same as in the world. Most rays miss most objects, so rays are handled in tiles of TILE
+# neighbouring pixels (8x8 on screen): a tile's rays start inside a small ball and point inside a
+# narrow cone, and the exact test runs only for (tile, object) pairs where that bundle can reach
+# the object's bounding sphere -- typically a few percent of all pairs.
 
+TILE_SIDE = 8
+TILE = TILE_SIDE * TILE_SIDE
 _BOUND = {0: 1.0, 1: math.sqrt(3.0), 2: math.sqrt(2.0)}  # unit shape's bounding radius, by kind
 
 
@@ -328,9 +331,30 @@ def _hit_cylinder(o, d):
 _HIT = {ELLIPSOID: _hit_ellipsoid, BOX: _hit_box, CYLINDER: _hit_cylinder}
 
 
+def _ray_bundles(o, d, B, N):
+    """Per tile of TILE rays: ball (centre (B,T,3), radius (B,T)) holding the origins and cone
+    (unit axis (B,T,3), half-angle (B,T)) holding the directions. o (B,No,3), d (B,Nd,3) with
+    No, Nd either 1 (shared by all rays) or N (tile-major order)."""
+    T = N // TILE
+    if o.shape[1] == 1:
+        centre, rho = o, torch.zeros(B, 1, device=o.device)
+    else:
+        tiles = o.reshape(B, T, TILE, 3)
+        centre = tiles.mean(2)
+        rho = (tiles - centre[:, :, None]).norm(dim=-1).amax(2)
+    if d.shape[1] == 1:
+        axis, beta = d, torch.zeros(B, 1, device=d.device)
+    else:
+        tiles = d.reshape(B, T, TILE, 3)
+        axis = F.normalize(tiles.sum(2), dim=-1)
+        beta = torch.acos(_dot(tiles, axis[:, :, None]).amin(2).clamp(-1, 1))
+    return centre, rho, axis, beta
+
+
 def _trace_objects(kinds: list[int], R, p, s, o, d):
-    """Nearest object hit along rays o (B,No,3), d (B,Nd,3) (No, Nd each 1 or N: primary rays of
-    a frame share their origin, sun shadow rays their direction).
+    """Nearest object hit along rays o (B,No,3), d (B,Nd,3): No, Nd are each 1 (primary rays of a
+    frame share their origin, sun shadow rays their direction) or N, a multiple of TILE with the
+    rays in tile-major order.
 
     R (B,O,3,3), p and s (B,O,3) from object_poses. Returns distance t (B,N) (inf: no hit) and
     the hit object's index (B,N).
@@ -340,23 +364,31 @@ def _trace_objects(kinds: list[int], R, p, s, o, d):
     if not kinds:
         return t.sum(1), torch.zeros((B, N), dtype=torch.long, device=o.device)
     kind = torch.tensor(kinds, device=o.device)
-    radius = s.amax(-1) * torch.tensor([_BOUND[k] for k in kinds], device=o.device) + 1e-4  # (B,O)
-    # Bounding sphere: closest approach of the ray to the centre, and the sphere not behind it.
-    oc = [p[..., k, None] - o[..., k].unsqueeze(1) for k in range(3)]  # (B,O,No)
-    dk = [d[..., k].unsqueeze(1) for k in range(3)]  # (B,1,Nd)
-    along = oc[0] * dk[0] + oc[1] * dk[1] + oc[2] * dk[2]  # (B,O,N)
-    miss2 = (oc[0] * oc[0] + oc[1] * oc[1] + oc[2] * oc[2]) - along * along
-    near = (miss2 <= radius[..., None] ** 2) & (along + radius[..., None] > EPS)
+    radius = s.amax(-1) * torch.tensor([_BOUND[k] for k in kinds], device=o.device)  # (B,O)
+
+    # A ray from the ball that hits the sphere passes within radius + rho of it from the ball's
+    # centre, so its direction is within asin((radius + rho) / dist) of the centre's direction.
+    centre, rho, axis, beta = _ray_bundles(o, d, B, N)
+    to_obj = p[:, :, None] - centre[:, None]  # (B,O,T,3)
+    dist = to_obj.norm(dim=-1)
+    reach = radius[..., None] + rho[:, None] + 1e-4  # (B,O,T)
+    angle = torch.acos((_dot(to_obj, axis[:, None]) / dist.clamp(min=1e-9)).clamp(-1, 1))
+    spread = torch.asin((reach / dist.clamp(min=1e-9)).clamp(max=1))
+    near = (dist <= reach) | (angle <= beta[:, None] + spread + 1e-3)  # (B,O,T or 1)
+    near = near.expand(B, len(kinds), N // TILE)
 
     A = R.transpose(-1, -2) / s[..., :, None]  # unit-frame point = A (x - p): rotate, then unscale
+    lanes = torch.arange(TILE, device=o.device)
     for k, hit in _HIT.items():
-        b, j, n = (near & (kind == k)[None, :, None]).nonzero(as_tuple=True)  # surviving pairs (K,)
+        b, j, tile = (near & (kind == k)[None, :, None]).nonzero(as_tuple=True)  # (tile, object) pairs
         if b.numel() == 0:
             continue
-        o_pair = o[b, n if o.shape[1] > 1 else 0]  # (K,3)
+        b, j, n = b[:, None].expand(-1, TILE), j[:, None].expand(-1, TILE), tile[:, None] * TILE + lanes  # (K,TILE)
+        o_pair = o[b, n if o.shape[1] > 1 else 0]  # (K,TILE,3)
         d_pair = d[b, n if d.shape[1] > 1 else 0]
-        o_local = _rot(A[b, j], o_pair - p[b, j])
-        d_local = _rot(A[b, j], d_pair)
+        A_pair, p_pair = A[b[:, :1], j[:, :1]], p[b[:, :1], j[:, :1]]  # one object per row: (K,1,3,3), (K,1,3)
+        o_local = _rot(A_pair, o_pair - p_pair)
+        d_local = _rot(A_pair, d_pair)
         t[b, j, n] = hit(o_local.unbind(-1), d_local.unbind(-1))
     return t.min(1)
 
@@ -387,28 +419,11 @@ def _local_normal(h, kind):
 # Procedural textures
 
 
-def _hash01(ijk: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
-    """Integer lattice points (...,3) long, seed (...) long -> uniform [0,1) (exact integer math)."""
-    h = ijk[..., 0] * 73856093 ^ ijk[..., 1] * 19349663 ^ ijk[..., 2] * 83492791 ^ seed * 2654435761
-    h = h & 0xFFFFFFFF
-    h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
-    h = ((h ^ (h >> 12)) * 0x297A2D39) & 0xFFFFFFFF
-    h = h ^ (h >> 15)
-    return (h & 0xFFFFFF).float() / float(0x1000000)
-
-
-def value_noise(q: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
-    """Smooth 3D value noise in [0,1]: hashed lattice values, smoothstep-trilinear blend."""
-    cell = torch.floor(q)
-    f = q - cell
-    f = f * f * (3 - 2 * f)
-    cell = cell.long()
-    out = torch.zeros_like(q[..., 0])
-    for corner in range(8):
-        bits = torch.tensor([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1], device=q.device)
-        w = torch.where(bits.bool(), f, 1 - f).prod(-1)
-        out = out + w * _hash01(cell + bits, seed)
-    return out
+def wave_noise(q: torch.Tensor, waves: torch.Tensor) -> torch.Tensor:
+    """Smooth solid noise in [0,1] at points q (...,3): a sum of plane waves (...,M,4) =
+    (angular frequency vector, phase). Cheaper than lattice noise and just as analytic."""
+    s = torch.sin((q[..., None, :] * waves[..., :3]).sum(-1) + waves[..., 3]).sum(-1)
+    return (0.5 + s / (2 * math.sqrt(2 * waves.shape[-2]))).clamp(0, 1)  # std of the sum: sqrt(M/2)
 
 
 def _texture(tex: Textures, idx: torch.Tensor, coords: torch.Tensor, footprint: torch.Tensor | None = None) -> torch.Tensor:
@@ -426,9 +441,8 @@ def _texture(tex: Textures, idx: torch.Tensor, coords: torch.Tensor, footprint: 
     m = torch.where(kind == STRIPES, (torch.sin(2 * math.pi * along) > 0).to(m.dtype), m)
     m = torch.where(kind == GRADIENT, 0.5 + 0.5 * torch.sin(along), m)
     noisy = (kind == NOISE) | (kind == BLOBS)
-    if noisy.any():  # noise costs 8 hashes per octave: evaluate only where needed
-        qs, seeds = q[noisy], tex.seed[idx][noisy]
-        n = (value_noise(qs, seeds) + 0.5 * value_noise(2.03 * qs + 17.0, seeds)) / 1.5
+    if noisy.any():  # noise costs a few sines per pixel: evaluate only where needed
+        n = wave_noise(q[noisy], tex.waves[idx[noisy]])
         blob = ((n - 0.5) / 0.04).clamp(0, 1)  # a sharp threshold on smooth noise
         m[noisy] = torch.where(kind[noisy] == BLOBS, blob, n)
     if footprint is not None:
@@ -489,23 +503,34 @@ def trace(scene: Scene, c2w, fxfycxcy, times, height: int, width: int, device=No
     device = torch.device(device) if device is not None else c2w.device
     scene = scene.to(device)
     c2w, fxfycxcy, times = c2w.to(device, torch.float32), fxfycxcy.to(device, torch.float32), times.to(device, torch.float32)
-    B = c2w.shape[0]
     o, d, R, p, s = _primary_rays(scene, c2w, fxfycxcy, times, height, width)
     t_obj, i_obj, t_env, _ = _intersect(scene, scene.objects.kind.tolist(), o, d, R, p, s)
     obj = torch.where(t_obj < t_env, i_obj, -1)
-    return torch.minimum(t_obj, t_env).reshape(B, height, width), obj.reshape(B, height, width)
+    depth = _from_tiles(torch.minimum(t_obj, t_env)[..., None], height, width)[:, 0]
+    return depth, _from_tiles(obj[..., None], height, width)[:, 0]
 
 
 def _primary_rays(scene, c2w, fxfycxcy, times, H, W):
+    """Camera origins (B,1,3), pixel directions (B,N,3) in tile-major order over the image padded
+    to whole tiles, and the object poses at the frames' times."""
     B = c2w.shape[0]
-    origins, dirs = pixel_rays(c2w, fxfycxcy, H, W)
-    o, d = origins.reshape(B, -1, 3), dirs.reshape(B, -1, 3)  # (B,N,3)
+    Hp, Wp = -(-H // TILE_SIDE) * TILE_SIDE, -(-W // TILE_SIDE) * TILE_SIDE
+    origins, dirs = pixel_rays(c2w, fxfycxcy, Hp, Wp)  # the padding extends right and down
+    d = dirs.reshape(B, Hp // TILE_SIDE, TILE_SIDE, Wp // TILE_SIDE, TILE_SIDE, 3).transpose(2, 3).reshape(B, -1, 3)
     R, p, s = object_poses(scene.objects, times)  # (B,O,3,3), (B,O,3), (B,O,3)
-    return o, d, R, p, s
+    return origins[:, 0, :1], d, R, p, s
+
+
+def _from_tiles(x, H, W):
+    """(B,N,C) in tile-major order -> (B,C,H,W), padding cropped."""
+    B, N, C = x.shape
+    Hp, Wp = -(-H // TILE_SIDE) * TILE_SIDE, -(-W // TILE_SIDE) * TILE_SIDE
+    x = x.reshape(B, Hp // TILE_SIDE, Wp // TILE_SIDE, TILE_SIDE, TILE_SIDE, C).transpose(2, 3).reshape(B, Hp, Wp, C)
+    return x[:, :H, :W].permute(0, 3, 1, 2)
 
 
 def _intersect(scene, kinds, o, d, R, p, s):
-    t_obj, i_obj = _trace_objects(kinds, R, p, s, o[:, :1], d)  # (B,N); one origin per frame
+    t_obj, i_obj = _trace_objects(kinds, R, p, s, o, d)  # (B,N)
     t_env, i_env = _trace_planes(scene.plane_normal, scene.plane_offset, o, d)
     return t_obj, i_obj, t_env, i_env
 
@@ -554,7 +579,7 @@ def _render_frames(scene: Scene, kinds, c2w, fxfycxcy, times, H, W, shadows, fil
     sky = scene.sky_horizon + (scene.sky_zenith - scene.sky_horizon) * up
     sky = sky + (1 - light[3]) * _dot(d, F.normalize(light[:3], dim=0)).clamp(min=0)[..., None] ** 256
     img = torch.where(hit[..., None], color, sky)
-    return img.reshape(B, H, W, 3).permute(0, 3, 1, 2)
+    return _from_tiles(img, H, W)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -578,7 +603,8 @@ def _random_texture(g, kinds, scale=(1.0, 3.0), dark=0.05, bright=0.95) -> dict:
     b = (a + _u(g, 0.25, 0.6) * _pick(g, [-1.0, 1.0]) * _unit(g)).clamp(0.02, 0.98)  # contrasting partner
     return dict(
         kind=_pick(g, kinds), color_a=a, color_b=b, scale=float(_u(g, *scale)),
-        offset=_u(g, 0.1, 0.9, 3), direction=_unit(g), seed=int(torch.randint(1 << 30, (1,), generator=g)),
+        offset=_u(g, 0.1, 0.9, 3), direction=_unit(g),
+        waves=torch.cat([_unit(g, 6) * _u(g, 2.0, 5.0, 6, 1), _u(g, 0, 2 * math.pi, 6, 1)], -1),
     )  # fmt: skip
 
 
