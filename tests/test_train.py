@@ -1,0 +1,215 @@
+"""Training scripts on the tiny preset (CPU): checkpoints, exact resume, crash safety, learning,
+DDP (2 gloo processes), and eval / ablate / finetune end to end."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+import torch
+
+import fsm
+from fsm.checkpoint import read_checkpoint
+from fsm.data.samples import HELDOUT_SCENES, heldout_views
+from fsm.metrics import psnr
+from train import ablate, eval as evaluate, finetune, pretrain
+from train.common import DataConfig, state_digest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = DataConfig(resolution=32, input_views=4, target_views=2, window=8)
+
+
+def tiny(out: Path, **kw) -> pretrain.TrainConfig:
+    base = dict(out=out, model=pretrain.ModelOptions(preset="tiny"), data=DATA, batch_size=1, steps=4, lr=1e-3,
+                warmup=2, lpips_start=2, eval_scenes=0, ckpt_every=0, log_every=1, device="cpu")  # fmt: skip
+    return pretrain.TrainConfig(**{**base, **kw})
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def smoke_ckpt(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smoke")
+    pretrain.main(tiny(out, steps=3))
+    return out / "ckpt.pt"
+
+
+def test_smoke_run_writes_a_checkpoint_the_viewer_loads(smoke_ckpt):
+    model = fsm.load_checkpoint(smoke_ckpt)
+    assert model.config.preset == "tiny" and model.metadata["steps"] == 3
+    summary = json.loads((smoke_ckpt.parent / "summary.json").read_text())
+    assert summary["ranks"][0]["weights_sha256"] == state_digest(model.state_dict())
+    # training moved the weights away from the seed-0 initialisation
+    torch.manual_seed(0)
+    init = fsm.FSM(model.config)
+    assert not torch.equal(init.lvsm_head.proj.weight, model.lvsm_head.proj.weight)
+    lines = [json.loads(s) for s in (smoke_ckpt.parent / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in lines)
+    assert "lpips" not in lines[0] and "lpips" in lines[2]  # LPIPS switched on at --lpips-start 2
+
+
+def test_kill_and_resume_is_bit_exact(tmp_path, monkeypatch):
+    pretrain.main(tiny(tmp_path / "straight", steps=6))
+    straight = weights(tmp_path / "straight" / "ckpt.pt")
+
+    # the second run crashes during step 5, after the checkpoint of step 3
+    calls = {"n": 0}
+    real_loss = pretrain.photometric_loss
+
+    def crashing_loss(*args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("simulated crash")
+        return real_loss(*args)
+
+    monkeypatch.setattr(pretrain, "photometric_loss", crashing_loss)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pretrain.main(tiny(tmp_path / "split", steps=6, ckpt_every=3))
+    monkeypatch.setattr(pretrain, "photometric_loss", real_loss)
+    ckpt = tmp_path / "split" / "ckpt.pt"
+    assert read_checkpoint(ckpt)["step"] == 3
+
+    summary = pretrain.main(tiny(tmp_path / "split", steps=6, resume=ckpt))
+    assert summary["steps"] == 6
+    resumed = weights(ckpt)
+    assert resumed.keys() == straight.keys()
+    for k in straight:
+        assert torch.equal(resumed[k], straight[k]), k
+
+
+def test_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def dying_save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the step-4 checkpoint: write some bytes, then die
+            f.write(b"PK\x03\x04 partial checkpoint")
+            raise OSError("disk full (simulated)")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError, match="simulated"):
+        pretrain.main(tiny(tmp_path, steps=6, ckpt_every=2))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert fsm.load_checkpoint(tmp_path / "ckpt.pt").metadata["steps"] == 2
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_loss_goes_down_when_overfitting_one_sample(tmp_path, monkeypatch):
+    from train.common import make_source, training_batch
+
+    fixed = training_batch(make_source(DATA), 1, seed=7)
+    monkeypatch.setattr(pretrain, "training_batch", lambda source, batch, seed: fixed)
+    pretrain.main(tiny(tmp_path, steps=100, warmup=10, lr=2e-3, lpips_weight=0.0))
+    mse = [json.loads(s)["mse"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    first, last = sum(mse[:5]) / 5, sum(mse[-5:]) / 5
+    assert last < 0.5 * first, (first, last)
+
+
+def test_ddp_two_gloo_processes_end_with_identical_weights(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           str(REPO / "train" / "pretrain.py"), "--model.preset", "tiny", "--device", "cpu", "--steps", "3",
+           "--batch-size", "1", "--data.resolution", "32", "--data.input-views", "4", "--data.target-views", "2",
+           "--data.window", "8", "--warmup", "1", "--lpips-start", "100", "--eval-scenes", "0", "--out", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = json.loads((tmp_path / "summary.json").read_text())["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # DDP kept the replicas in sync
+    assert ranks[0]["first_batch_sha256"] != ranks[1]["first_batch_sha256"]  # each rank its own data
+    assert ranks[0]["weights_sha256"] == state_digest(weights(tmp_path / "ckpt.pt"))
+
+
+def test_eval_end_to_end_on_synthetic_and_a_clip(tmp_path, smoke_ckpt):
+    from fsm.data.synthetic import frame_times, make_path, make_scene, render
+    from fsm.io import Cameras, write_clip
+
+    scene = make_scene(5, "room")
+    path = make_path(scene, "orbit")
+    t = frame_times(12, 8.0)
+    c2w, K = path.c2w(t).float(), path.fxfycxcy(12, 32, 32).float()
+    write_clip(tmp_path / "clip.mp4", render(scene, c2w, K, t, 32, 32), Cameras(c2w, K, t.double(), 32, 32), 8.0)
+
+    cfg = evaluate.EvalConfig(ckpt=smoke_ckpt, out=tmp_path / "eval", data=DATA, scenes=2, clip=(tmp_path / "clip.mp4",),
+                              clip_size=32, holdout_every=3, strips=2, device="cpu")  # fmt: skip
+    result = evaluate.main(cfg)
+    rows = {(r["set"], r["method"]): r for r in result["rows"]}
+    assert set(rows) == {(s, m) for s in ("synthetic-sparse", "synthetic-continuous", "clip-clip") for m in ("lvsm", "nearest-input")}
+    fpc = fsm.load_checkpoint(smoke_ckpt).config.frames_per_chunk
+    assert rows[("synthetic-sparse", "lvsm")]["chunks"] == [math.ceil(DATA.input_views / fpc)]
+    # 12 frames, every 3rd from frame 1 held out: targets 1, 4, 7, 10, the other 8 frames are inputs
+    assert rows[("clip-clip", "lvsm")]["views"] == 4
+    assert rows[("clip-clip", "lvsm")]["chunks"] == [math.ceil(8 / fpc)]
+
+    # the nearest-input baseline, recomputed by hand on the held-out scenes
+    values = []
+    for inputs, targets in heldout_views("sparse", num_input=4, num_target=2, height=32, width=32, scenes=HELDOUT_SCENES[:2]):
+        for v in range(targets.num_views):
+            j = (inputs.times[0] - targets.times[0, v]).abs().argmin()
+            values.append(psnr(inputs.images[0, j], targets.images[0, v]).item())
+    assert rows[("synthetic-sparse", "nearest-input")]["psnr"] == pytest.approx(sum(values) / len(values), rel=1e-5)
+
+    strip = iio.imread(result["strips"][0])
+    assert strip.shape == (32, 3 * 32, 3)  # lvsm | nearest input | truth
+    assert "| synthetic-sparse | lvsm |" in (tmp_path / "eval" / "eval.md").read_text()
+
+
+def test_ablate_end_to_end(tmp_path):
+    cfg = ablate.AblateConfig(out=tmp_path, preset="tiny", data=DATA, steps=2, batch_size=1, warmup=1, lpips_start=1,
+                              eval_scenes=1, eval_targets=2, curve_inputs=(2, 4), device="cpu")  # fmt: skip
+    report = ablate.main(cfg)
+    results = report["results"]
+    assert list(results) == list(ablate.VARIANTS)
+    for name, r in results.items():
+        assert math.isfinite(r["train_mse_ema"]) and all(math.isfinite(r["heldout"][g]["psnr"]) for g in ("sparse", "continuous"))
+        chunks = [p["chunks"] for p in r["curve"]["sparse"]]
+        # LaCT 1-chunk reads every input in one update; the others keep 1 frame per chunk (4 inputs / 4 chunks)
+        assert chunks == ([[1], [1]] if name == "lact-1chunk" else [[2], [4]]), name
+    cfg_1 = fsm.load_checkpoint(tmp_path / "lact-1chunk" / "ckpt.pt").config
+    cfg_si = fsm.load_checkpoint(tmp_path / "lacet-si" / "ckpt.pt").config
+    assert cfg_1.elastic.lam == 0 and cfg_1.frames_per_chunk == 4
+    assert cfg_si.elastic.estimator == "si" and cfg_si.elastic.anchor == "streaming-ema" and cfg_si.frames_per_chunk == 1
+    assert "lacet-mas-global" in (tmp_path / "ablate.md").read_text()
+
+
+def test_finetune_excludes_heldout_frames_and_writes_a_loadable_checkpoint(tmp_path, smoke_ckpt, monkeypatch):
+    from fsm.data.synthetic import frame_times, make_path, make_scene, render
+    from fsm.io import Cameras, write_clip
+
+    scene = make_scene(6, "outdoor")
+    path = make_path(scene, "dolly")
+    t = frame_times(12, 8.0)
+    c2w, K = path.c2w(t).float(), path.fxfycxcy(12, 32, 32).float()
+    times = t.double()
+    write_clip(tmp_path / "clip.mp4", render(scene, c2w, K, t, 32, 32), Cameras(c2w, K, times, 32, 32), 8.0)
+
+    seen_times = set()
+    real_batch = finetune.clip_batch
+
+    def spy(frames, kwargs, *args):
+        inputs, targets = real_batch(frames, kwargs, *args)
+        for views in (inputs, targets):
+            seen_times.update(round(x, 4) for x in views.times.flatten().tolist())
+        return inputs, targets
+
+    monkeypatch.setattr(finetune, "clip_batch", spy)
+    cfg = finetune.FinetuneConfig(ckpt=smoke_ckpt, clip=tmp_path / "clip.mp4", out=tmp_path / "ft", size=32, holdout_every=4,
+                                  input_views=4, target_views=2, steps=6, lr=1e-3, warmup=1, device="cpu")  # fmt: skip
+    report = finetune.main(cfg)
+    # held-out frames 2, 6, 10 never reach training (times normalised over the clip span, as the viewer does)
+    held_norm = {round(((times[i] - times[0]) / (times[-1] - times[0]) * 2 - 1).item(), 4) for i in (2, 6, 10)}
+    assert seen_times and not (seen_times & held_norm)
+    assert report["heldout_frames"] == 3 and report["train_frames"] == 9
+    model = fsm.load_checkpoint(tmp_path / "ft" / "finetuned.pt")
+    assert model.metadata["finetuned"]["steps"] == 6
+    assert not torch.equal(model.lvsm_head.proj.weight, fsm.load_checkpoint(smoke_ckpt).lvsm_head.proj.weight)
+    assert {r["method"] for r in report["after"]} == {"lvsm", "nearest-input"}
