@@ -29,6 +29,8 @@ ALPHA_MAX = 0.999  # one splat never makes a pixel fully opaque
 T_STOP = 1e-4  # transmittance at which a pixel is done
 MAX_EXTENT = 3.33  # bounding box half-size in standard deviations
 TILE = 16
+LOG_ALPHA_FLOOR = math.log(ALPHA_MIN) - 3.0  # exp() of less is below ALPHA_MIN for any opacity <= 1
+LOG_T_FLOOR = math.log(T_STOP) - 3.0  # transmittance below T_STOP is never used
 BLOCK = 64  # Gaussians composited per step before checking which tiles are done
 
 
@@ -286,14 +288,18 @@ def _composite_block(g, pix, log_T, stopped):
     dy = g[:, None, :, 1] - pix[..., 1, None]
     a, b, c = (g[:, None, :, i] for i in (2, 3, 4))
     sigma = dx * (a * dx + b * dy) + c * dy * dy  # 0.5 d^T Sigma2d^-1 d, >= 0 (conic is positive definite)
-    alpha = torch.exp(g[:, None, :, 5] - sigma).clamp(max=ALPHA_MAX)
-    alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))
+    # Exponents are clamped where the result is discarded anyway (alpha < 1/255 below
+    # LOG_ALPHA_FLOOR, undrawn below LOG_T_FLOOR): exp of very negative numbers produces
+    # denormals, which are many times slower on CPUs.
+    alpha = torch.exp((g[:, None, :, 5] - sigma).clamp(min=LOG_ALPHA_FLOOR)).clamp(max=ALPHA_MAX)
+    alpha = torch.where(alpha >= ALPHA_MIN, alpha, 0.0)
     # Transmittance in log space: a cumulative sum instead of a product (stable, cheap backward).
     log_keep = torch.log1p(-alpha)
     log_T_after = log_T[..., None] + torch.cumsum(log_keep, -1)  # log T after each Gaussian
     # The stop rule as a mask: from the first Gaussian with T_after <= T_STOP on, nothing is
     # drawn. T_after only decreases, so the drawn ones are a prefix and keep their T_before.
     drawn = (log_T_after > math.log(T_STOP)) & ~stopped[..., None]
-    weight = torch.where(drawn, alpha * torch.exp(log_T_after - log_keep), torch.zeros_like(alpha))  # (A,P,K)
-    log_T_new = log_T + torch.where(drawn, log_keep, torch.zeros_like(log_keep)).sum(-1)
+    T_before = torch.exp((log_T_after - log_keep).clamp(min=LOG_T_FLOOR))
+    weight = torch.where(drawn, alpha * T_before, 0.0)  # (A,P,K)
+    log_T_new = log_T + torch.where(drawn, log_keep, 0.0).sum(-1)
     return weight @ g[..., 6:], log_T_new, stopped | (log_T_after[..., -1] <= math.log(T_STOP))
