@@ -37,6 +37,10 @@ class Gaussians4D:
     rot_right: torch.Tensor  # (...,N,4) unit quaternion (w,x,y,z), right-isoclinic factor
     opacity: torch.Tensor  # (...,N)   in (0,1)
 
+    def __getitem__(self, idx) -> "Gaussians4D":
+        """Index the leading dims of every field alike: g[0] (one scene), g[mask] (a subset)."""
+        return Gaussians4D(**{k: v[idx] for k, v in vars(self).items()})
+
 
 @dataclass
 class Gaussians3D:
@@ -47,6 +51,10 @@ class Gaussians3D:
 
     def __len__(self) -> int:
         return self.means.shape[-2]
+
+    def __getitem__(self, idx) -> "Gaussians3D":
+        """Index the leading dims of every field alike: g[0] (one scene), g[mask] (a subset)."""
+        return Gaussians3D(**{k: v[idx] for k, v in vars(self).items()})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,6 +114,9 @@ def activate_gaussians(
         raise ValueError(f"activate_gaussians: raw must end in {RAW_DIM} channels, got shape {tuple(raw.shape)}")
     if not 0 <= near < init_depth < far:
         raise ValueError(f"activate_gaussians: need 0 <= near < init_depth < far, got {near}, {init_depth}, {far}")
+    # Positions need fp32 at least (bf16 has ~3 significant digits: depth 50 +- 0.2).
+    dtype = torch.promote_types(raw.dtype, torch.float32)
+    raw, ray_o, ray_d, frame_time = (x.to(dtype) for x in (raw, ray_o, ray_d, frame_time))
     xyz, t, rgb, s_xyz, s_t, q_l, q_r, op = raw.split(RAW_SPLITS, dim=-1)
 
     depth_bias = math.log((init_depth - near) / (far - init_depth))  # logit of the initial fraction
@@ -227,8 +238,7 @@ def slice_4dgs(g: Gaussians4D, t, prune_below: float | None = None) -> Gaussians
         return out
     if out.means.dim() != 2:
         raise ValueError(f"slice_4dgs: prune_below needs unbatched Gaussians (N,3), got means {tuple(out.means.shape)}")
-    keep = marginal >= prune_below
-    return Gaussians3D(out.means[keep], out.covariances[keep], out.rgb[keep], out.opacities[keep])
+    return out[marginal >= prune_below]
 
 
 def _cast(g: Gaussians4D, dtype: torch.dtype) -> Gaussians4D:

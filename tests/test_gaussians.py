@@ -103,6 +103,11 @@ def test_activation_ranges_and_zero_input_defaults():
     torch.testing.assert_close(g0.opacity, torch.full((B, N), 1 / (1 + math.exp(-OPACITY_BIAS))))
     torch.testing.assert_close(rotation_4d(g0.rot_left, g0.rot_right), torch.eye(4).expand(B, N, 4, 4))
 
+    # A bf16 head output (autocast) is activated in fp32: positions need the precision.
+    g16 = activate_gaussians(raw.bfloat16(), ray_o, ray_d, frame_time, near=0.5, far=20.0)
+    assert g16.means_xyz.dtype == torch.float32
+    torch.testing.assert_close(g16.means_xyz, activate_gaussians(raw.bfloat16().float(), ray_o, ray_d, frame_time, near=0.5, far=20.0).means_xyz)
+
     with pytest.raises(ValueError, match="20 channels"):
         activate_gaussians(torch.zeros(B, N, 19), ray_o, ray_d, frame_time)
 
