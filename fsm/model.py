@@ -6,6 +6,8 @@ Data flow for one clip (B clips in a batch):
                  each view, fast-weight UPDATE with the chunk's tokens (+ apply), FFN
     target views --tokenize (RGB zeroed)--> every block: attention within each view, fast-weight
                  APPLY with the current state, FFN --> LVSM head --> RGB
+    4DGS head:   the input views again, as apply-only "virtual views" (RGB kept) --> 20 numbers
+                 per pixel --> pixel-aligned 4D Gaussians --> slice at the target time, rasterize
 
 T = (H/p)(W/p) tokens per view. Target views never see each other, so they can be rendered
 one at a time, and the same chunk loop serves training (forward) and streaming (StreamSession).
@@ -19,10 +21,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fsm.cameras import plucker_rays
+from fsm.cameras import pixel_rays, plucker_rays
+from fsm.gaussians import RAW_DIM, Gaussians4D, activate_gaussians, slice_4dgs
 from fsm.lacet import ElasticConfig, ElasticState, FastWeightLayer, UpdateStats
+from fsm.raster import rasterize
 
-HEADS = ("lvsm",)  # decoding heads a config may ask for
+HEADS = ("lvsm", "4dgs")  # decoding heads a config may ask for
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class FSMConfig:
     base_lr: float = 0.01  # fast-weight learning rate at zero logit (softplus head bias)
     frames_per_chunk: int = 8  # fast-weight chunk, in whole frames (2048 tokens at 128x128)
     heads: tuple[str, ...] = ("lvsm",)
+    gs_near: float = 0.01  # 4DGS depth range along each pixel ray (paper Sec. 3.1), scene units
+    gs_far: float = 100.0
     elastic: ElasticConfig = field(default_factory=ElasticConfig)
 
     def __post_init__(self):
@@ -94,7 +100,7 @@ class Views:
     images: torch.Tensor | None = None  # (B, V, 3, H, W) in [0, 1]; None for queries
 
     def __getitem__(self, index) -> "Views":
-        """Select views (second axis), e.g. views[:, 0:8] style via a slice over V."""
+        """Select along the view axis: views[a:b] keeps views a..b-1 of every batch element."""
         pick = lambda x: None if x is None else x[:, index]
         return Views(pick(self.c2w), pick(self.fxfycxcy), pick(self.times), pick(self.images))
 
@@ -212,6 +218,37 @@ class LVSMHead(nn.Module):
         return torch.sigmoid(unpatchify(self.proj(self.norm(tokens)), self.patch, height, width))
 
 
+class GaussianHead(nn.Module):
+    """LayerNorm -> Linear(D, 20 p^2): 20 raw numbers per pixel -> pixel-aligned 4D Gaussians."""
+
+    def __init__(self, dim: int, patch: int, near: float, far: float):
+        super().__init__()
+        self.patch, self.near, self.far = patch, near, far
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, RAW_DIM * patch * patch)
+
+    def forward(self, tokens: torch.Tensor, views: Views, height: int, width: int) -> Gaussians4D:
+        """tokens (B, V, T, D) of virtual views -> Gaussians with leading dims (B, V*H*W)."""
+        B, V = tokens.shape[:2]
+        raw = unpatchify(self.proj(self.norm(tokens)), self.patch, height, width)  # (B, V, 20, H, W)
+        raw = raw.permute(0, 1, 3, 4, 2).reshape(B, V * height * width, RAW_DIM)
+        origins, dirs = pixel_rays(views.c2w.reshape(B * V, 4, 4), views.fxfycxcy.reshape(B * V, 4), height, width)
+        frame_time = views.times[:, :, None].expand(B, V, height * width).reshape(B, -1)
+        return activate_gaussians(raw, origins.reshape(B, -1, 3), dirs.reshape(B, -1, 3), frame_time, self.near, self.far)
+
+
+def render_gaussians(g: Gaussians4D, targets: Views, height: int, width: int) -> torch.Tensor:
+    """Slice each scene's Gaussians (B, N) at every target's time and rasterize: (B, V, 3, H, W)."""
+    B, V = targets.c2w.shape[:2]
+    images = []
+    for b in range(B):
+        scene = Gaussians4D(**{k: v[b] for k, v in vars(g).items()})
+        for v in range(V):
+            g3 = slice_4dgs(scene, targets.times[b, v])
+            images.append(rasterize(g3.means, g3.covariances, g3.rgb, g3.opacities, targets.c2w[b, v], targets.fxfycxcy[b, v], width, height).rgb)
+    return torch.stack(images).reshape(B, V, 3, height, width)
+
+
 # ----------------------------------------------------------------------------------------------
 # The model
 
@@ -224,6 +261,8 @@ class FSM(nn.Module):
         self.blocks = nn.ModuleList(LaCETBlock(config) for _ in range(config.depth))
         if "lvsm" in config.heads:
             self.lvsm_head = LVSMHead(config.dim, config.patch)
+        if "4dgs" in config.heads:
+            self.gaussian_head = GaussianHead(config.dim, config.patch, config.gs_near, config.gs_far)
 
     @staticmethod
     def from_preset(name: str, **overrides) -> "FSM":
@@ -265,21 +304,55 @@ class FSM(nn.Module):
         queries = replace(targets, images=None)
         return self.lvsm_head(self.query(states, queries, height, width), height, width)
 
+    def decode_gaussians(self, states: list[ElasticState], virtual_views: Views) -> Gaussians4D:
+        """Pixel-aligned 4D Gaussians (leading dims (B, V*H*W)) from input views re-queried
+        apply-only with the current fast weights (their RGB is kept: they are "virtual views")."""
+        if not hasattr(self, "gaussian_head"):
+            raise ValueError(f"this model has no 4DGS head (heads: {self.config.heads})")
+        H, W = virtual_views.images.shape[-2:]
+        return self.gaussian_head(self.query(states, virtual_views, H, W), virtual_views, H, W)
+
     # -- training ----------------------------------------------------------------------------
 
     def forward(
-        self, inputs: Views, targets: Views, frames_per_chunk: int | None = None, elastic: ElasticConfig | None = None
+        self,
+        inputs: Views,
+        targets: Views,
+        frames_per_chunk: int | None = None,
+        elastic: ElasticConfig | None = None,
+        head: str | None = None,
     ) -> torch.Tensor:
-        """Render targets (B, Vt, 3, H, W) after feeding the inputs in chunks of whole frames.
+        """Render targets (B, Vt, 3, H, W) with one head (default: the config's first)."""
+        head = head or self.config.heads[0]
+        return self.forward_heads(inputs, targets, frames_per_chunk, elastic, heads=(head,))[head]
+
+    def forward_heads(
+        self,
+        inputs: Views,
+        targets: Views,
+        frames_per_chunk: int | None = None,
+        elastic: ElasticConfig | None = None,
+        heads: tuple[str, ...] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Feed the inputs in chunks of whole frames, then render the targets with each head.
 
         The same chunk loop as StreamSession, so a streamed clip equals this batched pass.
         """
+        heads = heads or self.config.heads
         fpc = frames_per_chunk or self.config.frames_per_chunk
         H, W = inputs.images.shape[-2:]
         states = self.init_states(inputs.c2w.shape[0], elastic)
         for start in range(0, inputs.num_views, fpc):
             states, _ = self.ingest(states, inputs[start : start + fpc], elastic)
-        return self.render_lvsm(states, targets, H, W)
+        out = {}
+        for head in heads:
+            if head == "lvsm":
+                out[head] = self.render_lvsm(states, targets, H, W)
+            elif head == "4dgs":
+                out[head] = render_gaussians(self.decode_gaussians(states, inputs), targets, H, W)
+            else:
+                raise ValueError(f"unknown head {head!r}; this model has {self.config.heads}")
+        return out
 
     def start_stream(self, time_span: tuple[float, float], **kwargs):
         """A fresh StreamSession over this model (see fsm.stream.StreamSession for the options)."""

@@ -6,7 +6,8 @@ This is the public API the viewer and scripts use:
     session = model.start_stream(time_span=(t0, t1), normalization=norm)
     records = session.feed(images, c2w, fxfycxcy, times)   # whole chunks are processed as they fill
     session.flush()                                         # process the partial tail, if any
-    image = session.render(c2w, fxfycxcy, time, height, width)
+    image = session.render(c2w, fxfycxcy, time, height, width)     # head="4dgs" with that head
+    gaussians = session.gaussians(time)                     # 4DGS head: 3D Gaussians at that time
     session.history                                         # one ChunkRecord per processed chunk
     session.state(layer)                                    # that layer's ElasticState
 
@@ -22,8 +23,13 @@ from dataclasses import asdict, dataclass
 import torch
 
 from fsm.cameras import PoseNormalization, normalize_times
+from fsm.gaussians import Gaussians3D, Gaussians4D, slice_4dgs
 from fsm.lacet import ElasticConfig, ElasticState, UpdateStats
 from fsm.model import FSM, Views
+from fsm.raster import ALPHA_MIN, rasterize
+
+# The 4DGS reference culls Gaussians whose temporal marginal is <= 0.05 at render time.
+MARGINAL_CULL = 0.05
 
 
 @dataclass
@@ -49,9 +55,14 @@ class StreamSession:
         frames_per_chunk: int | None = None,
         elastic: ElasticConfig | None = None,
         normalization: PoseNormalization | None = None,
+        max_virtual_views: int = 16,
+        background: tuple[float, float, float] = (0.0, 0.0, 0.0),
     ):
         """time_span: seconds mapped to [-1, 1]. normalization: clip world -> model frame
-        (fsm.cameras.normalize_poses over the clip's cameras; identity if the poses already are)."""
+        (fsm.cameras.normalize_poses over the clip's cameras; identity if the poses already are).
+        max_virtual_views: 4DGS head only — how many fed frames (evenly spread over the clip)
+        are kept to be re-queried as virtual views; memory stays bounded in clip length.
+        background: 4DGS head's render background colour."""
         self.model = model
         self.time_span = (float(time_span[0]), float(time_span[1]))
         self.frames_per_chunk = int(frames_per_chunk or model.config.frames_per_chunk)
@@ -64,6 +75,13 @@ class StreamSession:
         self.frames_ingested = 0
         self.image_size: tuple[int, int] | None = None  # (H, W) of the fed frames
         self._pending: list[tuple[torch.Tensor, ...]] = []  # frames waiting for a full chunk
+        # 4DGS head: a bounded, evenly strided subset of the fed frames (model frame), re-queried
+        # as virtual views; the decoded Gaussians are cached until the next chunk.
+        self.max_virtual_views = max_virtual_views
+        self.background = torch.tensor(background, dtype=torch.float32, device=self.device)
+        self._virtual: list[Views] = []
+        self._virtual_stride = 1
+        self._gaussians: Gaussians4D | None = None
         with torch.inference_mode():
             self._states = model.init_states(1, self.elastic)
 
@@ -114,6 +132,9 @@ class StreamSession:
         views = self._views(c2w, fxfycxcy, times, images)
         self._states, stats = self.model.ingest(self._states, views, self.elastic, with_stats=True)
         n = images.shape[0]
+        if "4dgs" in self.model.config.heads:
+            self._remember_virtual_views(views, first_index=self.frames_ingested)
+        self._gaussians = None
         self.frames_ingested += n
         record = ChunkRecord(
             index=len(self.history),
@@ -138,11 +159,52 @@ class StreamSession:
         times = torch.as_tensor(time, dtype=torch.float64).reshape(-1).expand(c2w.shape[0])
         if not (torch.isfinite(c2w).all() and torch.isfinite(fxfycxcy).all() and torch.isfinite(times).all()):
             raise ValueError("render camera or time is not finite")
-        if head != "lvsm":
+        if head not in self.model.config.heads:
             raise ValueError(f"unknown head {head!r}; this model has {self.model.config.heads}")
         views = self._views(c2w, fxfycxcy, times)
-        image = self.model.render_lvsm(self._states, views, height, width)[0]
+        if head == "lvsm":
+            image = self.model.render_lvsm(self._states, views, height, width)[0]
+        else:
+            image = torch.stack([self._render_splats(views[v : v + 1], height, width) for v in range(views.num_views)])
         return image[0] if single else image
+
+    @torch.inference_mode()
+    def gaussians(self, time: float, prune_below: float = MARGINAL_CULL) -> Gaussians3D:
+        """4DGS head: the scene's 3D Gaussians at `time` (seconds), in the clip's world frame.
+
+        Gaussians whose temporal marginal is below `prune_below` or whose opacity cannot reach
+        the rasterizer's alpha threshold are dropped."""
+        t = normalize_times(torch.tensor([float(time)], dtype=torch.float64), self.time_span).item()
+        g = self._sliced(t, prune_below)
+        n = self.normalization
+        return Gaussians3D(n.points_to_world(g.means), n.covariances_to_world(g.covariances), g.rgb, g.opacities)
+
+    def _sliced(self, t_norm: float, prune_below: float) -> Gaussians3D:
+        if self._gaussians is None:
+            if not self._virtual:
+                raise ValueError("the 4DGS head needs at least one ingested chunk (feed frames first)")
+            virtual = Views(*(torch.cat([getattr(v, k) for v in self._virtual], dim=1) for k in ("c2w", "fxfycxcy", "times", "images")))
+            g = self.model.decode_gaussians(self._states, virtual)
+            self._gaussians = Gaussians4D(**{k: v[0] for k, v in vars(g).items()})
+        g3 = slice_4dgs(self._gaussians, t_norm, prune_below=prune_below)
+        keep = g3.opacities >= ALPHA_MIN  # could never reach the alpha threshold: exact to drop
+        return Gaussians3D(g3.means[keep], g3.covariances[keep], g3.rgb[keep], g3.opacities[keep])
+
+    def _render_splats(self, view: Views, height: int, width: int) -> torch.Tensor:
+        """One query view (batch of one, one view) -> (3, H, W) from the sliced Gaussians."""
+        g = self._sliced(view.times[0, 0].item(), MARGINAL_CULL)
+        out = rasterize(g.means, g.covariances, g.rgb, g.opacities, view.c2w[0, 0], view.fxfycxcy[0, 0], width, height, self.background)
+        return out.rgb.clamp(0, 1)
+
+    def _remember_virtual_views(self, views: Views, first_index: int) -> None:
+        """Keep every `stride`-th fed frame; when over budget, drop every other kept frame and
+        double the stride, so the kept frames stay evenly spread over the whole clip."""
+        for i in range(views.num_views):
+            if (first_index + i) % self._virtual_stride == 0:
+                self._virtual.append(views[i : i + 1])
+            while len(self._virtual) > self.max_virtual_views:
+                self._virtual = self._virtual[::2]
+                self._virtual_stride *= 2
 
     # -- helpers -------------------------------------------------------------------------------
 
