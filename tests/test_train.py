@@ -34,6 +34,15 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(path)["state_dict"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is faster and steadier."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def smoke_ckpt(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("smoke")
