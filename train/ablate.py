@@ -66,16 +66,23 @@ class AblateConfig:
     variants: tuple[str, ...] = tuple(VARIANTS)
     """Which variants to run (names above)."""
     steps: int = 2000
+    """Training steps per variant."""
     batch_size: int = 4
+    """Samples per step."""
     lr: float = 2e-4
     """Peak learning rate (paper's ablation: 2e-4)."""
     warmup: int = 200
+    """Linear warmup steps, then cosine decay."""
     lpips_start: int = 200
     """Step from which LPIPS joins the loss."""
     lam: float = 0.5
+    """Pull strength lambda of the LaCET variants."""
     alpha: float = 0.5
+    """Importance EMA decay of the LaCET variants."""
     beta: float = 0.5
+    """Anchor EMA decay (streaming-ema variants)."""
     seed: int = 0
+    """Same seed (weights and data) for every variant."""
     eval_scenes: int = 8
     """Held-out scenes per regime for the table and for every point of the curve."""
     eval_targets: int = 8
@@ -83,6 +90,7 @@ class AblateConfig:
     curve_inputs: tuple[int, ...] = (4, 8, 16, 32)
     """Input-frame counts of the test-time scaling curve."""
     device: str = "auto"
+    """auto | cpu | cuda."""
     max_minutes_per_variant: float | None = None
     """Wall-clock cap per variant (stops training early; the table reports the steps reached)."""
 

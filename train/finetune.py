@@ -59,18 +59,27 @@ class FinetuneConfig:
     target_views: int = 8
     """Target frames per training sample (other non-held-out frames)."""
     steps: int = 300
+    """Optimizer steps."""
     batch_size: int = 1
+    """Samples per step."""
     lr: float = 2e-5
     """Peak learning rate (lower than pretraining: adapt, don't forget)."""
     warmup: int = 20
+    """Linear warmup steps, then cosine decay to zero."""
     weight_decay: float = 0.05
+    """AdamW weight decay on matrices (>= 2-D) only."""
     grad_clip: float = 1.0
+    """Clip the global gradient norm to this (non-finite steps are skipped)."""
     lpips_weight: float = 0.5
+    """Weight of the LPIPS term in L2 + w * LPIPS."""
     seed: int = 0
+    """Seeds the choice of training frames."""
     device: str = "auto"
+    """auto | cpu | cuda."""
     bf16: bool = True
     """bf16 autocast on CUDA."""
     strips: int = 4
+    """Side-by-side PNGs of held-out frames after fine-tuning."""
 
 
 def clip_batch(frames: Views, kwargs: dict, n_in: int, n_tgt: int, batch: int, gen: torch.Generator) -> tuple[Views, Views]:
