@@ -58,9 +58,10 @@ def rasterize(
     (C,3), black when None. Differentiable w.r.t. the Gaussians.
 
     CUDA tensors go to gsplat, anything else to rasterize_torch (gsplat has no CPU path and
-    must never see CPU tensors).
+    must never see CPU tensors). An empty scene (nothing left after pruning) takes the torch
+    path on any device: it just fills in the background.
     """
-    if means.is_cuda:
+    if means.is_cuda and len(means) > 0:
         return rasterize_gsplat(means, covars, colors, opacities, c2w, fxfycxcy, width, height, background, near, far)
     return rasterize_torch(means, covars, colors, opacities, c2w, fxfycxcy, width, height, background, near, far)
 
@@ -232,7 +233,8 @@ def rasterize_torch(
     tiles_per_chunk = max(1, chunk_elements // (TILE * TILE * BLOCK))
     use_checkpoint = torch.is_grad_enabled() and attrs.requires_grad
     results, done = [], []
-    for chunk in tiles.split(tiles_per_chunk):
+    for start in range(0, len(tiles), tiles_per_chunk):
+        chunk = tiles[start : start + tiles_per_chunk]
         pix = _tile_pixels(chunk, tiles_x, tiles_y, attrs.dtype)  # (T,P,2)
         count, first = tile_count[chunk], tile_first[chunk]
         acc = attrs.new_zeros(len(chunk), TILE * TILE, 1 + D)  # depth, colour

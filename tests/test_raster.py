@@ -154,6 +154,14 @@ def test_cpu_tensors_never_reach_gsplat():
     torch.testing.assert_close(out.rgb, rasterize_torch(means, covars, colors, opacities, c2w, fxfycxcy, 16, 16).rgb)
 
 
+def test_empty_scene_renders_background():
+    c2w, fxfycxcy = cameras(torch.float32)
+    background = torch.tensor([0.2, 0.4, 0.6])
+    out = rasterize(torch.zeros(0, 3), torch.zeros(0, 3, 3), torch.zeros(0, 3), torch.zeros(0), c2w, fxfycxcy, 20, 10, background)
+    torch.testing.assert_close(out.rgb, background[None, :, None, None].expand(2, 3, 10, 20))
+    assert (out.alpha == 0).all() and (out.depth == 0).all()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device for gsplat")
 def test_gsplat_matches_torch_rasterizer():
