@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SHARED_DATA
 from fsm.cameras import project_points
 from fsm.io import CAMERA_FORMATS, Cameras, ClipError, load_clip, read_cameras, write_cameras, write_clip, write_images
 from fsm.io.video import write_video
 
-DOG = Path("/work/shared/data/stereo4d_dog")
+DOG = SHARED_DATA / "stereo4d_dog"
 DOG_JSON = DOG / "fZcNop_Aenw_88573338.jsonl"
 DOG_VIDEO = DOG / "fZcNop_Aenw_88573338-left_rectified.mp4"
 needs_dog = pytest.mark.skipif(not DOG_JSON.is_file(), reason=f"real clip not present at {DOG}")

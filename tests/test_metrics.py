@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SHARED_DATA
 from fsm import metrics
 from fsm.metrics import get_lpips, lpips, psnr, ssim
 
-EXAMPLES = Path("/work/shared/data/lpips_examples")
+EXAMPLES = SHARED_DATA / "lpips_examples"
 
 
 def random_images(*shape, seed=0, dtype=torch.float32):
