@@ -423,15 +423,15 @@ def wave_noise(q: torch.Tensor, waves: torch.Tensor) -> torch.Tensor:
     """Smooth solid noise in [0,1] at points q (...,3): a sum of plane waves (...,M,4) =
     (angular frequency vector, phase). Cheaper than lattice noise and just as analytic."""
     s = torch.sin((q[..., None, :] * waves[..., :3]).sum(-1) + waves[..., 3]).sum(-1)
-    return (0.5 + s / (2 * math.sqrt(2 * waves.shape[-2]))).clamp(0, 1)  # std of the sum: sqrt(M/2)
+    return (0.5 + s / (2 * math.sqrt(2 * waves.shape[-2]))).clamp(0, 1)  # +-2 std of the sum (sqrt(M/2)) -> [0, 1]
 
 
 def _texture(tex: Textures, idx: torch.Tensor, coords: torch.Tensor, footprint: torch.Tensor | None = None) -> torch.Tensor:
     """Albedo (...,3) of texture idx (...) at texture coordinates (...,3).
 
-    footprint (...): size of the pixel on the surface in texture-coordinate units. Patterns whose
-    cells shrink below about a pixel fade to their mean (a = b mixed half and half) instead of
-    aliasing into moire; None keeps every pattern at full contrast.
+    footprint (...): size of the pixel on the surface, in the units of `coords` (metres on the
+    planes). Patterns whose cells shrink below about a pixel fade to their mean (a and b mixed
+    half and half) instead of aliasing into moire; None keeps every pattern at full contrast.
     """
     kind = tex.kind[idx]
     q = coords * tex.scale[idx][..., None] + tex.offset[idx]
