@@ -623,9 +623,10 @@ def _random_shape(g) -> tuple[int, torch.Tensor]:
     return kind, size
 
 
-def _moving_object(g, region: float, floor: float) -> dict:
+def _moving_object(g, region: float, floor: float, scale: float = 1.0) -> dict:
     """A shape with one random motion (straight ping-pong, curved loop, bounce or spin in place)."""
     kind, size = _random_shape(g)
+    size = size * scale
     motion = _pick(g, ["linear", "curved", "bounce", "spin"])
     reach = 0.0
     obj = dict(kind=kind, size=size)
@@ -746,7 +747,7 @@ def _outdoor(g):
     for _ in range(int(torch.randint(3, 7, (1,), generator=g))):  # props beyond the camera ring
         r, a = float(_u(g, 8.0, 12.0)), float(_u(g, 0, 2 * math.pi))
         objs.append(_static_object(g, (r * math.cos(a), r * math.sin(a)), 0.0, scale=float(_u(g, 2.0, 4.0))))
-    objs += [_moving_object(g, region, 0.0) for _ in range(int(torch.randint(2, 6, (1,), generator=g)))]
+    objs += [_moving_object(g, region, 0.0, scale=1.6) for _ in range(int(torch.randint(2, 6, (1,), generator=g)))]
     if torch.rand((), generator=g) < 0.6:
         if torch.rand((), generator=g) < 0.5:
             objs.append(_pulsing_ellipsoid(g, region, 0.0))
@@ -757,7 +758,7 @@ def _outdoor(g):
     horizon, zenith = _sky(g)
     env = dict(
         **_ground(), light=_sun(g), ambient=float(_u(g, 0.3, 0.45)), sky_horizon=horizon, sky_zenith=zenith,
-        look=torch.tensor([0.0, 0.0, float(_u(g, 0.4, 1.0))]), cam_radius=(3.6, 6.0), cam_height=(0.8, 2.5),
+        look=torch.tensor([0.0, 0.0, float(_u(g, 0.4, 1.0))]), cam_radius=(4.0, 6.0), cam_height=(0.8, 2.5),
     )  # fmt: skip
     return env, [ground_tex], objs
 
