@@ -320,21 +320,10 @@ class FSM(nn.Module):
         targets: Views,
         frames_per_chunk: int | None = None,
         elastic: ElasticConfig | None = None,
-        head: str | None = None,
-    ) -> torch.Tensor:
-        """Render targets (B, Vt, 3, H, W) with one head (default: the config's first)."""
-        head = head or self.config.heads[0]
-        return self.forward_heads(inputs, targets, frames_per_chunk, elastic, heads=(head,))[head]
-
-    def forward_heads(
-        self,
-        inputs: Views,
-        targets: Views,
-        frames_per_chunk: int | None = None,
-        elastic: ElasticConfig | None = None,
         heads: tuple[str, ...] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Feed the inputs in chunks of whole frames, then render the targets with each head.
+        """Feed the inputs in chunks of whole frames, then render the targets with each head:
+        {head: (B, Vt, 3, H, W)} for `heads` (default: all the model has).
 
         The same chunk loop as StreamSession, so a streamed clip equals this batched pass.
         """

@@ -29,7 +29,7 @@ def test_training_forward_reaches_every_head_parameter():
     model = FSM.from_preset("tiny", heads=("lvsm", "4dgs"))
     images, c2w, K, times = _small_clip(4)
     tgt_images, tgt_c2w, tgt_K, tgt_t = _small_clip(2, seed=4)
-    out = model.forward_heads(_views(images, c2w, K, times), _views(None, tgt_c2w, tgt_K, tgt_t), frames_per_chunk=2)
+    out = model(_views(images, c2w, K, times), _views(None, tgt_c2w, tgt_K, tgt_t), frames_per_chunk=2)
     assert set(out) == {"lvsm", "4dgs"} and out["4dgs"].shape == (1, 2, 3, H, W)
     torch.nn.functional.mse_loss(out["4dgs"], tgt_images[None]).backward()
     for name, p in model.gaussian_head.named_parameters():

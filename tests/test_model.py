@@ -46,7 +46,7 @@ def test_streaming_equals_batched_forward(model):
     tgt_c2w, tgt_K = _cameras(3, seed=5)
     tgt_t = torch.tensor([-0.5, 0.1, 0.9])
     with torch.no_grad():
-        batched = model(_views(images, c2w, K, times), _views(None, tgt_c2w, tgt_K, tgt_t), frames_per_chunk=2)[0]
+        batched = model(_views(images, c2w, K, times), _views(None, tgt_c2w, tgt_K, tgt_t), frames_per_chunk=2)["lvsm"][0]
     # identity normalisation and a [-1, 1] span: the session's frame equals the model's
     session = model.start_stream(time_span=(-1.0, 1.0), frames_per_chunk=2)
     for a, b in [(0, 3), (3, 4), (4, 9)]:  # uneven feeds: chunks fill across calls
@@ -75,11 +75,11 @@ def test_lambda_zero_model_equals_plain_lact_model(model):
     images, c2w, K, times = _clip(6)
     inputs, targets = _views(images, c2w, K, times), _views(None, *_cameras(2, seed=3), torch.tensor([0.0, 0.5]))
     with torch.no_grad():
-        elastic = model(inputs, targets, frames_per_chunk=2, elastic=fsm.ElasticConfig.plain_lact())
+        elastic = model(inputs, targets, frames_per_chunk=2, elastic=fsm.ElasticConfig.plain_lact())["lvsm"]
         original = lacet.lacet_step
         try:
             lacet.lacet_step = lambda s, k, v, lr, steps, cfg, with_stats=False: (lacet.lact_step(s, k, v, lr, steps), None)
-            plain = model(inputs, targets, frames_per_chunk=2, elastic=fsm.ElasticConfig.plain_lact())
+            plain = model(inputs, targets, frames_per_chunk=2, elastic=fsm.ElasticConfig.plain_lact())["lvsm"]
         finally:
             lacet.lacet_step = original
     assert torch.equal(elastic, plain)
@@ -89,8 +89,8 @@ def test_elastic_changes_the_result_with_several_chunks(model):
     images, c2w, K, times = _clip(6)
     inputs, targets = _views(images, c2w, K, times), _views(None, *_cameras(1, seed=3), torch.tensor([0.0]))
     with torch.no_grad():
-        a = model(inputs, targets, frames_per_chunk=2, elastic=fsm.ElasticConfig(lam=0.0))
-        b = model(inputs, targets, frames_per_chunk=2, elastic=fsm.ElasticConfig(lam=0.5, estimator="mas", importance_init=1.0))
+        a = model(inputs, targets, frames_per_chunk=2, elastic=fsm.ElasticConfig(lam=0.0))["lvsm"]
+        b = model(inputs, targets, frames_per_chunk=2, elastic=fsm.ElasticConfig(lam=0.5, estimator="mas", importance_init=1.0))["lvsm"]
     assert (a - b).abs().max() > 1e-4
 
 
@@ -99,7 +99,7 @@ def test_slow_weights_get_gradients_through_updates():
     model = FSM.from_preset("tiny")
     images, c2w, K, times = _clip(6)
     tgt = _clip(2, seed=9)
-    pred = model(_views(images, c2w, K, times), _views(None, *tgt[1:]), frames_per_chunk=2)
+    pred = model(_views(images, c2w, K, times), _views(None, *tgt[1:]), frames_per_chunk=2)["lvsm"]
     torch.nn.functional.mse_loss(pred, tgt[0][None]).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name

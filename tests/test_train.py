@@ -64,6 +64,18 @@ def test_smoke_run_writes_a_checkpoint_the_viewer_loads(smoke_ckpt):
     assert "lpips" not in lines[0] and "lpips" in lines[2]  # LPIPS switched on at --lpips-start 2
 
 
+def test_both_heads_train_and_evaluate(tmp_path):
+    """--model.heads lvsm 4dgs: both losses are trained and the checkpoint renders with both."""
+    data = DataConfig(resolution=16, input_views=2, target_views=1, window=4)
+    pretrain.main(tiny(tmp_path, data=data, steps=2, lpips_start=10, model=pretrain.ModelOptions(preset="tiny", heads=("lvsm", "4dgs"))))
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["lvsm_mse"]) and math.isfinite(r["4dgs_mse"]) for r in lines)
+    model = fsm.load_checkpoint(tmp_path / "ckpt.pt", expect_heads=("lvsm", "4dgs"))
+    torch.manual_seed(0)
+    init = fsm.FSM(model.config)
+    assert not torch.equal(init.gaussian_head.proj.weight, model.gaussian_head.proj.weight)
+
+
 def test_kill_and_resume_is_bit_exact(tmp_path, monkeypatch):
     pretrain.main(tiny(tmp_path / "straight", steps=6))
     straight = weights(tmp_path / "straight" / "ckpt.pt")

@@ -133,7 +133,7 @@ def main(cfg: FinetuneConfig) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
-                pred = model(inputs, targets)
+                pred = model(inputs, targets)  # {head: (B, Vt, 3, H, W)}
             loss, parts = photometric_loss(pred, targets.images, cfg.lpips_weight)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()

@@ -60,8 +60,8 @@ from train.eval import evaluate_pairs, synthetic_pairs
 class ModelOptions:
     preset: Literal["tiny", "small", "base"] = "small"
     """Architecture preset (fsm.model.PRESETS): tiny for tests, small ships, base is the paper's."""
-    heads: tuple[Literal["lvsm"], ...] = ("lvsm",)
-    """Decoding heads to build and train (the 4DGS head plugs in here once it exists)."""
+    heads: tuple[Literal["lvsm", "4dgs"], ...] = ("lvsm",)
+    """Decoding heads to build and train: lvsm (direct RGB), 4dgs (4D Gaussians, rasterized); both = summed losses."""
     frames_per_chunk: int | None = None
     """Input frames per fast-weight update (default: the preset's; 8 frames = 2048 tokens at 128^2)."""
 
@@ -152,8 +152,23 @@ def checkpoint_blocks(model: FSM) -> None:
             setattr(blk, name, lambda *args, _fn=fn: checkpoint(_fn, *args, use_reentrant=False))
 
 
-def photometric_loss(pred: torch.Tensor, truth: torch.Tensor, lpips_weight: float) -> tuple[torch.Tensor, dict]:
-    """L2 + mu * LPIPS over (B, V, 3, H, W) renders (paper Eq. 8), in fp32."""
+def photometric_loss(preds: dict[str, torch.Tensor], truth: torch.Tensor, lpips_weight: float) -> tuple[torch.Tensor, dict]:
+    """Sum over heads of L2 + mu * LPIPS on (B, V, 3, H, W) renders (paper Eq. 8), in fp32.
+
+    parts: per-head figures as "<head>_mse" etc., and the first head's as plain "mse", "psnr"."""
+    total, parts = 0.0, {}
+    for i, (head, pred) in enumerate(preds.items()):
+        loss, head_parts = image_loss(pred, truth, lpips_weight)
+        total = total + loss
+        if len(preds) > 1:
+            parts.update({f"{head}_{k}": v for k, v in head_parts.items()})
+        if i == 0:
+            parts.update(head_parts)
+    return total, parts
+
+
+def image_loss(pred: torch.Tensor, truth: torch.Tensor, lpips_weight: float) -> tuple[torch.Tensor, dict]:
+    """L2 + mu * LPIPS for one head's renders."""
     pred = pred.float()
     mse = (pred - truth).square().mean()
     loss, parts = mse, {"mse": mse.item(), "psnr": -10 * math.log10(max(mse.item(), 1e-10))}
@@ -317,7 +332,7 @@ def main(cfg: TrainConfig) -> dict:
                 group["lr"] = lr
 
             with autocast:
-                pred = forward(inputs, targets)  # (B, Vt, 3, H, W)
+                pred = forward(inputs, targets)  # {head: (B, Vt, 3, H, W)}
             use_lpips = cfg.lpips_weight if step >= cfg.lpips_start else 0.0
             loss, parts = photometric_loss(pred, targets.images, use_lpips)
             loss.backward()
