@@ -140,6 +140,8 @@ def test_config_errors_are_clear():
         SampleConfig(num_input=8, num_target=8, window=8)
     with pytest.raises(ValueError, match="regime"):
         next(heldout_views("dense"))
+    with pytest.raises(ValueError, match="window of 8 frames cannot hold 4 inputs \\+ 6 targets"):
+        ClipSource([], SampleConfig(num_input=4, num_target=6, window=8, novel_share=0.5))
 
 
 def test_clip_source_reads_written_clips(tmp_path):

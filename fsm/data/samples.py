@@ -209,10 +209,13 @@ class ClipSource:
 
     Clips are loaded on first use at the training resolution (resize to cover + centre crop,
     intrinsics adjusted by load_clip) and the last `cache` of them kept in memory. All targets
-    are on the trajectory: a real clip has no image for an invented camera.
+    are on the trajectory (cfg.novel_share is ignored): a real clip has no image for an invented
+    camera.
     """
 
     def __init__(self, paths, cfg: SampleConfig, device="cpu", cache: int = 16):
+        if cfg.num_input + cfg.num_target > cfg.window:  # every target is a clip frame (novel_share is ignored)
+            raise ValueError(f"window of {cfg.window} frames cannot hold {cfg.num_input} inputs + {cfg.num_target} targets")
         self.paths = find_clips(paths if isinstance(paths, (list, tuple)) else [paths])
         self.cfg, self.device, self.cache_size = cfg, torch.device(device), cache
         self._cache: dict[Path, object] = {}
