@@ -257,6 +257,7 @@ class FSM(nn.Module):
     def __init__(self, config: FSMConfig):
         super().__init__()
         self.config = config
+        self.metadata: dict = {}  # training metadata, filled by fsm.load_checkpoint
         self.tokenizer = Tokenizer(config.dim, config.patch)
         self.blocks = nn.ModuleList(LaCETBlock(config) for _ in range(config.depth))
         if "lvsm" in config.heads:

@@ -45,6 +45,8 @@ from fsm_viewer.render_thread import ClientRenderer
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO / "assets" / "sample" / "sample.mp4"
 DEFAULT_CKPT = REPO / "assets" / "fsm-small.pt"
+# Used when the product checkpoint has not been trained yet; it says what it is (metadata "notice").
+PREVIEW_CKPT = REPO / "assets" / "fsm-small-cpu-preview.pt"
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -85,6 +87,9 @@ class ViewerApp:
         self.current = scene.show_current_camera(server, clip, self.norm, 0)
         from fsm_viewer.panels import build_panels  # panels import this module's types
 
+        notice = model.metadata.get("notice")
+        if notice:  # e.g. a preview checkpoint saying how little it was trained
+            server.gui.add_markdown(f"**Model:** {notice}")
         self.panels = build_panels(self)
         server.on_client_connect(self._client_connected)
         server.on_client_disconnect(self._client_disconnected)
@@ -316,10 +321,10 @@ def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str
     from fsm.io import load_clip
 
     if ckpt is None:
-        ckpt = DEFAULT_CKPT
-        if not ckpt.is_file():
+        ckpt = next((c for c in (DEFAULT_CKPT, PREVIEW_CKPT) if c.is_file()), None)
+        if ckpt is None:
             fail(
-                f"no checkpoint given and the shipped one at {ckpt} is missing; "
+                f"no checkpoint given and the shipped one at {DEFAULT_CKPT} is missing; "
                 "train one with `python train/pretrain.py` or pass --ckpt PATH"
             )
     try:
@@ -345,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     app = ViewerApp(model, clip, server, args.frames_per_chunk)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{server.get_port()}/"
     print(f"fsm-view: {len(clip)} frames from {args.clip}, {model.config.preset} model on {next(model.parameters()).device}; open {url}")
+    if model.metadata.get("notice"):
+        print(f"fsm-view: note: {model.metadata['notice']}")
     if not args.no_open:
         webbrowser.open(url)
     try:

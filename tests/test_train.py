@@ -17,7 +17,7 @@ import fsm
 from fsm.checkpoint import read_checkpoint
 from fsm.data.samples import HELDOUT_SCENES, heldout_views
 from fsm.metrics import psnr
-from train import ablate, eval as evaluate, finetune, pretrain
+from train import ablate, eval as evaluate, export_checkpoint, finetune, pretrain
 from train.common import DataConfig, state_digest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +62,18 @@ def test_smoke_run_writes_a_checkpoint_the_viewer_loads(smoke_ckpt):
     lines = [json.loads(s) for s in (smoke_ckpt.parent / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in lines)
     assert "lpips" not in lines[0] and "lpips" in lines[2]  # LPIPS switched on at --lpips-start 2
+
+
+def test_export_for_shipping(smoke_ckpt, tmp_path):
+    (tmp_path / "eval.json").write_text(json.dumps({"rows": [{"psnr": 12.5}]}))
+    out = export_checkpoint.main(export_checkpoint.ExportConfig(smoke_ckpt, tmp_path / "ship.pt", eval=tmp_path / "eval.json", notice="a test"))
+    shipped, trained = fsm.load_checkpoint(out), fsm.load_checkpoint(smoke_ckpt)
+    assert shipped.metadata["notice"] == "a test" and shipped.metadata["eval"]["rows"][0]["psnr"] == 12.5
+    assert shipped.metadata["steps"] == 3 and shipped.metadata["train_config"]["steps"] == 3
+    raw = torch.load(out, weights_only=True)
+    assert "optimizer" not in raw and all(v.dtype == torch.float16 for v in raw["state_dict"].values() if v.is_floating_point())
+    for (k, a), b in zip(trained.state_dict().items(), shipped.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-3, msg=k)
 
 
 def test_both_heads_train_and_evaluate(tmp_path):
