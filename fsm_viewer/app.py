@@ -38,6 +38,7 @@ from fsm import FSM, ChunkRecord, ElasticConfig, StreamSession, load_checkpoint
 from fsm.cameras import interpolate_cameras, look_at, normalize_poses, smooth_trajectory
 from fsm.checkpoint import CheckpointError
 from fsm.io import Clip, ClipError
+from fsm.metrics import psnr
 from fsm_viewer import scene
 from fsm_viewer.paths import CameraPath, Keyframe, intrinsics_from_fov, render_path_video, snap, to_uint8
 from fsm_viewer.render_thread import ClientRenderer
@@ -47,11 +48,6 @@ DEFAULT_CLIP = REPO / "assets" / "sample" / "sample.mp4"
 DEFAULT_CKPT = REPO / "assets" / "fsm-small.pt"
 # Used when the product checkpoint has not been trained yet; it says what it is (metadata "notice").
 PREVIEW_CKPT = REPO / "assets" / "fsm-small-cpu-preview.pt"
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = torch.mean((a.float() - b.float()) ** 2).item()
-    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
 
 
 class ViewerApp:
@@ -221,7 +217,7 @@ class ViewerApp:
         if client is not None:
             scene.set_client_camera(client, c.c2w[n], scene.vertical_fov(c.fxfycxcy[n], c.cameras.height))
         image = self.render(c.c2w[n], c.fxfycxcy[n], float(c.times[n]), c.cameras.height, c.cameras.width)
-        return to_uint8(image), to_uint8(c.frames[n]), psnr(image, c.frames[n])
+        return to_uint8(image), to_uint8(c.frames[n]), float(psnr(image.float(), c.frames[n].float()))
 
     # -- paths ---------------------------------------------------------------------------------
 
