@@ -76,6 +76,26 @@ def test_export_for_shipping(smoke_ckpt, tmp_path):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-3, msg=k)
 
 
+def test_eval_plain_lact_baseline(tmp_path, smoke_ckpt):
+    """--plain-lact adds each head streamed with lambda = 0, equal to a plain-LaCT session's renders."""
+    from fsm.data.synthetic import frame_times, make_path, make_scene, render
+    from fsm.io import Cameras, load_clip, write_clip
+
+    scene = make_scene(6, "object")
+    t = frame_times(9, 8.0)
+    c2w, K = make_path(scene, "orbit").c2w(t).float(), make_path(scene, "orbit").fxfycxcy(9, 32, 32).float()
+    write_clip(tmp_path / "c.mp4", render(scene, c2w, K, t, 32, 32), Cameras(c2w, K, t.double(), 32, 32), 8.0)
+    cfg = evaluate.EvalConfig(ckpt=smoke_ckpt, out=tmp_path / "eval", data=DATA, scenes=0, clip=(tmp_path / "c.mp4",),
+                              clip_size=32, holdout_every=3, strips=0, device="cpu", plain_lact=True)  # fmt: skip
+    rows = {r["method"]: r for r in evaluate.main(cfg)["rows"]}
+    assert set(rows) == {"lvsm", "lvsm (plain LaCT)", "nearest-input"}
+    model = fsm.load_checkpoint(smoke_ckpt)
+    inputs, targets, kwargs = evaluate.split_clip(load_clip(tmp_path / "c.mp4", size=32), 3)
+    pred, _ = evaluate.stream_and_render(model, inputs, targets, None, "lvsm", {**kwargs, "elastic": fsm.ElasticConfig.plain_lact()})
+    expected = psnr(pred.clamp(0, 1), targets.images[0]).mean().item()
+    assert rows["lvsm (plain LaCT)"]["psnr"] == pytest.approx(expected, abs=1e-4)
+
+
 def test_both_heads_train_and_evaluate(tmp_path):
     """--model.heads lvsm 4dgs: both losses are trained and the checkpoint renders with both."""
     data = DataConfig(resolution=16, input_views=2, target_views=1, window=4)

@@ -30,6 +30,7 @@ import tyro
 
 from fsm.cameras import normalize_poses
 from fsm.checkpoint import load_checkpoint
+from fsm.lacet import ElasticConfig
 from fsm.metrics import lpips, psnr, ssim
 from fsm.model import FSM, Views
 from fsm.stream import StreamSession
@@ -64,6 +65,8 @@ class EvalConfig:
     """Take every n-th frame of the clip."""
     frames_per_chunk: int | None = None
     """Frames per fast-weight chunk when streaming (default: the checkpoint's)."""
+    plain_lact: bool = False
+    """Also evaluate the same weights streamed as plain LaCT (lambda = 0): the elastic baseline."""
     strips: int = 4
     """Side-by-side PNGs written per evaluated set."""
     device: str = "auto"
@@ -115,15 +118,21 @@ def _mean(values: list[float]) -> float:
 
 
 def evaluate_pairs(
-    model: FSM, pairs: list[tuple[Views, Views, dict]], frames_per_chunk: int | None = None, heads: tuple[str, ...] | None = None
+    model: FSM,
+    pairs: list[tuple[Views, Views, dict]],
+    frames_per_chunk: int | None = None,
+    heads: tuple[str, ...] | None = None,
+    plain_lact: bool = False,
 ) -> tuple[list[dict], dict[str, list[torch.Tensor]]]:
     """Metrics of every head and of the nearest-input baseline over (inputs, targets, session_kwargs).
+    plain_lact: also each head with the same weights streamed as plain LaCT (lambda = 0).
 
     Returns (one row per method: name, psnr, ssim, lpips means, chunks, views, scenes;
     images per method for strips: renders of the first pair, plus "truth").
     """
     heads = heads or model.config.heads
-    per = {name: {"psnr": [], "ssim": [], "lpips": []} for name in (*heads, "nearest-input")}
+    methods = [*heads, *(f"{h} (plain LaCT)" for h in heads if plain_lact), "nearest-input"]
+    per = {name: {"psnr": [], "ssim": [], "lpips": []} for name in methods}
     chunks: set[int] = set()
     shown: dict[str, torch.Tensor] = {}
     for k, (inputs, targets, kwargs) in enumerate(pairs):
@@ -132,6 +141,9 @@ def evaluate_pairs(
         for head in heads:
             preds[head], n = stream_and_render(model, inputs, targets, frames_per_chunk, head, kwargs)
             chunks.add(n)
+            if plain_lact:
+                lact_kwargs = {**kwargs, "elastic": ElasticConfig.plain_lact()}
+                preds[f"{head} (plain LaCT)"], _ = stream_and_render(model, inputs, targets, frames_per_chunk, head, lact_kwargs)
         for name, pred in preds.items():
             for m, v in image_metrics(pred, truth).items():
                 per[name][m] += v
@@ -218,7 +230,7 @@ def main(cfg: EvalConfig) -> dict:
     sets = [(f"synthetic-{r}", lambda r=r: synthetic_pairs(cfg.data, r, cfg.scenes)) for r in (cfg.regimes if cfg.scenes else ())]
     sets += [(f"clip-{p.stem}", lambda p=p: [split_clip(load_eval_clip(cfg, p), cfg.holdout_every)]) for p in cfg.clip]
     for name, make in sets:
-        set_rows, shown = evaluate_pairs(model, make(), fpc, heads)
+        set_rows, shown = evaluate_pairs(model, make(), fpc, heads, cfg.plain_lact)
         rows += [{"set": name, **r} for r in set_rows]
         strips += write_strips(cfg.out / "strips", name, shown, cfg.strips, heads)
     result = {
