@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import math
 import time
+
+from pathlib import Path
 
 import av
 import numpy as np
@@ -242,3 +245,41 @@ def test_snap_panel_hides_the_snapped_frustum(viewer):
     assert viewer.time == pytest.approx(float(viewer.clip.times[3]))
     assert not viewer.frustums[3].visible and viewer.frustums[2].visible
     assert "PSNR" in render_panel.psnr.content and render_panel.compare.visible
+
+
+def test_4dgs_panels_show_splats_and_export_ply(monkeypatch):
+    """With a 4DGS checkpoint: the head renders, "Show splats" pushes the sliced Gaussians to the
+    scene, and "Export PLY" downloads a PLY that reads back as the same Gaussians."""
+    from fsm.gaussians import read_ply
+
+    torch.manual_seed(0)
+    server = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
+    app = ViewerApp(fsm.FSM.from_preset("tiny", heads=("lvsm", "4dgs")).eval(), orbit_clip(), server, frames_per_chunk=4)
+    try:
+        assert app.heads == ("lvsm", "4dgs") and app.panels.render.splats is not None
+        while app.step() is not None:
+            pass
+        c = app.clip
+        image = app.render(c.c2w[2], c.fxfycxcy[2], float(c.times[2]), SIZE, SIZE, head="4dgs")
+        assert image.shape == (3, SIZE, SIZE) and torch.isfinite(image).all()
+
+        pushed = {}
+        monkeypatch.setattr(server.scene, "add_gaussian_splats", lambda name, **kw: pushed.update(name=name, **kw))
+        app.panels.render.splats.value = True
+        app.panels.render.update_splats(app.time)
+        g = app.gaussians()
+        assert pushed["name"] == "/splats" and pushed["centers"].shape == (len(g), 3) and len(g) > 0
+        np.testing.assert_allclose(pushed["covariances"], g.covariances.numpy(), rtol=1e-6)
+
+        downloads = {}
+        monkeypatch.setattr(server, "send_file_download", lambda name, data, save_immediately=True: downloads.update({name: data}))
+        app.panels.render._export_ply(type("Event", (), {"client": None})())
+        (name, data), = downloads.items()
+        path = Path(tempfile.mkdtemp()) / name
+        path.write_bytes(data)
+        back = read_ply(path)
+        np.testing.assert_allclose(back.means.numpy(), g.means.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(back.opacities.numpy(), g.opacities.numpy(), rtol=1e-4, atol=1e-6)
+    finally:
+        app.close()
+        server.stop()
