@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import tempfile
 import math
+import tempfile
 import time
-
 from pathlib import Path
 
 import av
