@@ -277,14 +277,14 @@ class ViewerApp:
 
 
 @dataclasses.dataclass
-class Args:
-    """Stream a posed clip through an FSM model and explore it in the browser."""
+class ClipArgs:
+    """The clip and model options shared by fsm-view and fsm-render."""
 
     clip: tyro.conf.Positional[Path] = DEFAULT_CLIP
     """Video, image folder, or camera file (cameras next to a video/folder are found by name).
     Default: the shipped sample clip."""
     ckpt: Path | None = None
-    """Model checkpoint (.pt). Default: the shipped assets/fsm-small.pt."""
+    """Model checkpoint (.pt). Default: the shipped assets/fsm-small.pt (or the CPU preview)."""
     cameras: Path | None = None
     """Camera file to use instead of the one found next to the clip."""
     device: str = "auto"
@@ -295,6 +295,12 @@ class Args:
     """Read at most this many frames of the clip."""
     resolution: int = 128
     """Model input size: frames are resized to cover it and centre-cropped (square)."""
+
+
+@dataclasses.dataclass
+class Args(ClipArgs):
+    """Stream a posed clip through an FSM model and explore it in the browser."""
+
     host: str = "127.0.0.1"
     """Address to serve on (0.0.0.0 to allow other machines)."""
     port: int = 8080

@@ -15,32 +15,18 @@ from pathlib import Path
 import tyro
 
 from fsm.cameras import normalize_poses
-from fsm_viewer.app import DEFAULT_CLIP, fail, load_inputs
+from fsm_viewer.app import ClipArgs, fail, load_inputs
 from fsm_viewer.paths import CameraPath, PathError, render_path_video
 
 
 @dataclasses.dataclass
-class Args:
+class Args(ClipArgs):
     """Render a camera/time path (saved from fsm-view) through a streamed clip into an mp4."""
 
-    clip: tyro.conf.Positional[Path] = DEFAULT_CLIP
-    """Video, image folder, or camera file (as for fsm-view)."""
     path: Path = Path("path.json")
     """Camera path JSON saved from the viewer's Path tab."""
     out: Path = Path("video.mp4")
     """Output video (H.264 mp4)."""
-    ckpt: Path | None = None
-    """Model checkpoint (.pt). Default: the shipped assets/fsm-small.pt."""
-    cameras: Path | None = None
-    """Camera file to use instead of the one found next to the clip."""
-    device: str = "auto"
-    """torch device; "auto" = CUDA if present, else CPU."""
-    frames_per_chunk: int | None = None
-    """Frames per fast-weight update (default: the checkpoint's setting)."""
-    max_frames: int | None = None
-    """Read at most this many frames of the clip."""
-    resolution: int = 128
-    """Model input size (square, resize-to-cover + centre crop)."""
     head: str | None = None
     """Decoding head (default: the checkpoint's first)."""
 
