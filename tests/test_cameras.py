@@ -69,12 +69,17 @@ def test_normalize_poses():
     # rigid: rotations stay orthonormal; points map consistently with cameras
     R = norm_c2w[:, :3, :3]
     torch.testing.assert_close(R @ R.transpose(1, 2), torch.eye(3).expand(10, 3, 3), atol=1e-5, rtol=0)
-    p = torch.randn(5, 3)
+    p = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(T.points_to_world(T.points_to_normalized(p)), p, atol=1e-5, rtol=1e-5)
     K = torch.tensor([[30.0, 30.0, 8.0, 8.0]]).repeat(10, 1)
-    uv_world, _ = project_points(p.expand(10, 5, 3), c2w, K)
-    uv_norm, _ = project_points(T.points_to_normalized(p).expand(10, 5, 3), norm_c2w, K)
-    torch.testing.assert_close(uv_world, uv_norm, atol=1e-3, rtol=1e-4)
+    uv_world, z_world = project_points(p.expand(10, 5, 3), c2w, K)
+    uv_norm, z_norm = project_points(T.points_to_normalized(p).expand(10, 5, 3), norm_c2w, K)
+    # depth scales with the normalisation; pixels agree wherever the point is not grazing the
+    # image plane (there the division by z turns float32 rounding into hundreds of pixels)
+    torch.testing.assert_close(z_norm * (z_world.abs().amax() / z_norm.abs().amax()), z_world, atol=1e-4, rtol=1e-4)
+    away = z_world.abs() > 0.05
+    assert away.float().mean() > 0.8
+    torch.testing.assert_close(uv_world[away], uv_norm[away], atol=1e-3, rtol=1e-4)
 
 
 def test_normalize_times():
