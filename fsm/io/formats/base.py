@@ -96,6 +96,16 @@ def number(entry: dict, key: str, path: Path, where: str, what: str = "value") -
         raise ClipError(f"{path}: {where} '{key}' is not a number: {entry[key]!r}") from None
 
 
+def pixel_intrinsics(entry: dict, path: Path, where: str) -> list[float]:
+    """[fx, fy, cx, cy] in pixels from an entry's keys of those names."""
+    return [number(entry, k, path, where, "intrinsics") for k in ("fx", "fy", "cx", "cy")]
+
+
+def image_hw(entry: dict, path: Path, where: str) -> list[int]:
+    """[h, w] from an entry's 'h' and 'w'."""
+    return [int(number(entry, k, path, where, "image size")) for k in ("h", "w")]
+
+
 def matrix(entry: dict, key: str, path: Path, where: str) -> np.ndarray:
     """entry[key] as a 4x4 float64 matrix (a 3x4 [R|t] gets the row 0 0 0 1)."""
     if key not in entry:

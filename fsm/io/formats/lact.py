@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from fsm.io.clip import Cameras
-from fsm.io.formats.base import CameraFile, frames_list, matrix, number, resolve_inside, rigid_inverse, write_json
+from fsm.io.formats.base import (
+    CameraFile, frames_list, image_hw, matrix, pixel_intrinsics, resolve_inside, rigid_inverse, write_json,
+)
 
 NAME = "lact"
 
@@ -33,8 +35,8 @@ def read(path: Path, data) -> CameraFile:
     for i, f in enumerate(frames):
         where = f"entry {i}"
         w2c.append(matrix(f, "w2c", path, where))
-        K.append([number(f, k, path, where, "intrinsics") for k in ("fx", "fy", "cx", "cy")])
-        hw.append([int(number(f, k, path, where, "image size")) for k in ("h", "w")])
+        K.append(pixel_intrinsics(f, path, where))
+        hw.append(image_hw(f, path, where))
         files.append(resolve_inside(path.parent, f.get("file_path"), path, where))
     return CameraFile(
         path=path,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fsm.io.clip import Cameras, ClipError
-from fsm.io.formats.base import CameraFile, frames_list, matrix, number, resolve_inside, rigid_inverse, write_json
+from fsm.io.formats.base import CameraFile, frames_list, matrix, number, pixel_intrinsics, resolve_inside, rigid_inverse, write_json
 
 NAME = "fsm-view"
 FORMAT_TAG = "fsm-view-cameras"
@@ -43,7 +43,7 @@ def read(path: Path, data: dict) -> CameraFile:
             c2w.append(rigid_inverse(matrix(f, "w2c", path, where)))
         else:
             raise ClipError(f"{path}: {where} has neither 'c2w' nor 'w2c' (missing pose)")
-        K.append([number(f, k, path, where, "intrinsics") for k in ("fx", "fy", "cx", "cy")])
+        K.append(pixel_intrinsics(f, path, where))
         idx.append(int(number(f, "index", path, where, "frame index")) if "index" in f else i)
         times.append(number(f, "time", path, where, "time") if "time" in f else None)
         files.append(resolve_inside(path.parent, f["file_path"], path, where) if "file_path" in f else None)
