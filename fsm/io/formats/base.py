@@ -101,7 +101,7 @@ def pixel_intrinsics(entry: dict, path: Path, where: str) -> list[float]:
     return [number(entry, k, path, where, "intrinsics") for k in ("fx", "fy", "cx", "cy")]
 
 
-def image_hw(entry: dict, path: Path, where: str) -> list[int]:
+def frame_hw(entry: dict, path: Path, where: str) -> list[int]:
     """[h, w] from an entry's 'h' and 'w'."""
     return [int(number(entry, k, path, where, "image size")) for k in ("h", "w")]
 

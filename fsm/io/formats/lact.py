@@ -13,7 +13,7 @@ import numpy as np
 
 from fsm.io.clip import Cameras
 from fsm.io.formats.base import (
-    CameraFile, frames_list, image_hw, matrix, pixel_intrinsics, resolve_inside, rigid_inverse, write_json,
+    CameraFile, frame_hw, frames_list, matrix, pixel_intrinsics, resolve_inside, rigid_inverse, write_json,
 )
 
 NAME = "lact"
@@ -36,7 +36,7 @@ def read(path: Path, data) -> CameraFile:
         where = f"entry {i}"
         w2c.append(matrix(f, "w2c", path, where))
         K.append(pixel_intrinsics(f, path, where))
-        hw.append(image_hw(f, path, where))
+        hw.append(frame_hw(f, path, where))
         files.append(resolve_inside(path.parent, f.get("file_path"), path, where))
     return CameraFile(
         path=path,

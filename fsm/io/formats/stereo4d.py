@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fsm.io.clip import Cameras
-from fsm.io.formats.base import CameraFile, frames_list, image_hw, matrix, number, pixel_intrinsics, rigid_inverse, write_json
+from fsm.io.formats.base import CameraFile, frame_hw, frames_list, matrix, number, pixel_intrinsics, rigid_inverse, write_json
 
 NAME = "stereo4d"
 
@@ -36,7 +36,7 @@ def read(path: Path, data: dict) -> CameraFile:
         where = f"frames[{i}]"
         w2c.append(matrix(f, "w2c", path, where))
         K.append(pixel_intrinsics(f, path, where))
-        hw.append(image_hw(f, path, where))
+        hw.append(frame_hw(f, path, where))
         idx.append(int(number(f, "frame_idx", path, where, "frame index")))
     video_path = data.get("video_path")
     # os.path.basename also strips a Windows-style prefix written on another machine.
