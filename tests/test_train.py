@@ -4,6 +4,7 @@ DDP (2 gloo processes), and eval / ablate / finetune end to end."""
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -22,6 +23,7 @@ from train.common import DataConfig, state_digest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = DataConfig(resolution=32, input_views=4, target_views=2, window=8)
+REAL_LOSS = pretrain.photometric_loss
 
 
 def tiny(out: Path, **kw) -> pretrain.TrainConfig:
@@ -156,6 +158,34 @@ def test_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
 
 
+def signalling_loss(monkeypatch, at_call: int, signals: int = 1):
+    """photometric_loss that sends this process SIGTERM `signals` times on its `at_call`-th call."""
+    real_loss, calls = REAL_LOSS, {"n": 0}
+
+    def loss(*args):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(*args)
+
+    monkeypatch.setattr(pretrain, "photometric_loss", loss)
+
+
+def test_sigterm_finishes_the_step_and_checkpoints_a_second_one_aborts(tmp_path, monkeypatch):
+    handler = signal.getsignal(signal.SIGTERM)
+    signalling_loss(monkeypatch, at_call=2)
+    summary = pretrain.main(tiny(tmp_path / "once", steps=6))
+    assert summary["stopped_by_signal"] and not summary["finished"] and summary["steps"] == 2
+    assert fsm.load_checkpoint(tmp_path / "once" / "ckpt.pt").metadata["steps"] == 2
+    assert signal.getsignal(signal.SIGTERM) is handler  # restored on the way out
+
+    signalling_loss(monkeypatch, at_call=2, signals=2)
+    with pytest.raises(KeyboardInterrupt, match="second SIGTERM"):
+        pretrain.main(tiny(tmp_path / "twice", steps=6))
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
 def test_loss_goes_down_when_overfitting_one_sample(tmp_path, monkeypatch):
     from train.common import make_source, training_batch
 
@@ -232,6 +262,18 @@ def test_ablate_end_to_end(tmp_path):
     assert cfg_1.elastic.lam == 0 and cfg_1.frames_per_chunk == 4
     assert cfg_si.elastic.estimator == "si" and cfg_si.elastic.anchor == "streaming-ema" and cfg_si.frames_per_chunk == 1
     assert "lacet-mas-global" in (tmp_path / "ablate.md").read_text()
+
+
+def test_ablate_stops_after_a_signalled_variant_and_keeps_its_results(tmp_path, monkeypatch):
+    cfg = ablate.AblateConfig(out=tmp_path, preset="tiny", data=DATA, steps=3, batch_size=1, warmup=1, lpips_start=1,
+                              eval_scenes=1, eval_targets=2, curve_inputs=(4,), device="cpu",
+                              variants=("lact-1chunk", "lacet-si", "lacet-ewc"))  # fmt: skip
+    signalling_loss(monkeypatch, at_call=4)  # the first step of the second variant
+    report = ablate.main(cfg)
+    assert list(report["results"]) == ["lact-1chunk", "lacet-si"]
+    assert [r["steps"] for r in report["results"].values()] == [3, 1]
+    on_disk = json.loads((tmp_path / "ablate.json").read_text())["results"]
+    assert list(on_disk) == ["lact-1chunk", "lacet-si"] and not (tmp_path / "lacet-ewc").exists()
 
 
 def test_finetune_excludes_heldout_frames_and_writes_a_loadable_checkpoint(tmp_path, smoke_ckpt, monkeypatch):

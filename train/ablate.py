@@ -132,12 +132,20 @@ def main(cfg: AblateConfig) -> dict:
                 curve[regime].append({"inputs": n, "chunks": rows[0]["chunks"], **{m: rows[0][m] for m in ("psnr", "ssim", "lpips")}})
         results[name] = {"variant": asdict(v), "frames_per_chunk": fpc, "steps": summary["steps"], "train_mse_ema": summary["train_mse_ema"], "heldout": table, "curve": curve}
         print(f"{name}: steps {summary['steps']}, train L2 EMA {summary['train_mse_ema']:.5f}, sparse PSNR {table['sparse']['psnr']:.2f}")
+        write_report(cfg, results)  # after every variant: an interrupted ablation keeps what it measured
+        if summary["stopped_by_signal"]:
+            skipped = cfg.variants[cfg.variants.index(name) + 1 :]
+            print(f"stopped by a signal during {name}; not run: {', '.join(skipped) or 'none'}")
+            break
+    print(markdown(cfg, results))
+    return write_report(cfg, results)
 
+
+def write_report(cfg: AblateConfig, results: dict) -> dict:
     report = {"config": json.loads(json.dumps(asdict(cfg), default=str)), "results": results}
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "ablate.json").write_text(json.dumps(report, indent=2))
     (cfg.out / "ablate.md").write_text(markdown(cfg, results))
-    print(markdown(cfg, results))
     return report
 
 

@@ -228,7 +228,8 @@ def heldout_eval(model: FSM, cfg: TrainConfig) -> dict:
 
 
 class StopFlag:
-    """Set by SIGTERM / SIGINT while active: finish the current step, checkpoint, exit."""
+    """Set by SIGTERM / SIGINT while active: finish the current step, checkpoint, exit.
+    A second signal aborts at once (KeyboardInterrupt); the last periodic checkpoint stays."""
 
     def __enter__(self):
         self.set = False
@@ -240,6 +241,8 @@ class StopFlag:
             signal.signal(sig, handler)
 
     def _handle(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborting without a final checkpoint")
         self.set = True
 
 
@@ -375,6 +378,7 @@ def main(cfg: TrainConfig) -> dict:
     summary = {
         "steps": step,
         "finished": step >= cfg.steps,
+        "stopped_by_signal": stop.set,
         "train_mse_ema": loss_ema,
         "skipped_steps": skipped,
         "minutes": (time.perf_counter() - started) / 60,
