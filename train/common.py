@@ -20,9 +20,6 @@ from fsm.data.samples import HELDOUT_SCENES, ClipSource, SampleConfig, SampleSou
 from fsm.lacet import ElasticConfig
 from fsm.model import Views
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
 # ----------------------------------------------------------------------------------------------
 # CLI option groups shared by pretrain / ablate / finetune
 
