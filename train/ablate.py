@@ -102,8 +102,8 @@ def eval_chunking(variant: Variant, trained_fpc: int, num_inputs: int) -> int:
 
 def main(cfg: AblateConfig) -> dict:
     unknown = set(cfg.variants) - set(VARIANTS)
-    if unknown:
-        raise ValueError(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+    if not cfg.variants or unknown:
+        raise ValueError(f"--variants must name one or more of {list(VARIANTS)}" + (f"; unknown: {sorted(unknown)}" if unknown else ""))
     if cfg.data.input_views % 4:
         raise ValueError(f"--data.input-views {cfg.data.input_views} must be divisible by 4 (4-chunk variants)")
     device = pick_device(cfg.device)
@@ -132,13 +132,13 @@ def main(cfg: AblateConfig) -> dict:
                 curve[regime].append({"inputs": n, "chunks": rows[0]["chunks"], **{m: rows[0][m] for m in ("psnr", "ssim", "lpips")}})
         results[name] = {"variant": asdict(v), "frames_per_chunk": fpc, "steps": summary["steps"], "train_mse_ema": summary["train_mse_ema"], "heldout": table, "curve": curve}
         print(f"{name}: steps {summary['steps']}, train L2 EMA {summary['train_mse_ema']:.5f}, sparse PSNR {table['sparse']['psnr']:.2f}")
-        write_report(cfg, results)  # after every variant: an interrupted ablation keeps what it measured
+        report = write_report(cfg, results)  # after every variant: an interrupted ablation keeps what it measured
         if summary["stopped_by_signal"]:
             skipped = cfg.variants[cfg.variants.index(name) + 1 :]
             print(f"stopped by a signal during {name}; not run: {', '.join(skipped) or 'none'}")
             break
     print(markdown(cfg, results))
-    return write_report(cfg, results)
+    return report
 
 
 def write_report(cfg: AblateConfig, results: dict) -> dict:
