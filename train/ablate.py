@@ -103,7 +103,8 @@ def eval_chunking(variant: Variant, trained_fpc: int, num_inputs: int) -> int:
 def main(cfg: AblateConfig) -> dict:
     unknown = set(cfg.variants) - set(VARIANTS)
     if not cfg.variants or unknown:
-        raise ValueError(f"--variants must name one or more of {list(VARIANTS)}" + (f"; unknown: {sorted(unknown)}" if unknown else ""))
+        unknown_part = f"; unknown: {sorted(unknown)}" if unknown else ""
+        raise ValueError(f"--variants must name one or more of {list(VARIANTS)}{unknown_part}")
     if cfg.data.input_views % 4:
         raise ValueError(f"--data.input-views {cfg.data.input_views} must be divisible by 4 (4-chunk variants)")
     device = pick_device(cfg.device)

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from fsm.io.clip import Cameras, ClipError
-from fsm.io.formats.base import CameraFile, frames_list, matrix, number, pixel_intrinsics, resolve_inside, rigid_inverse, write_json
+from fsm.io.formats.base import (
+    CameraFile, frames_list, matrix, number, pixel_intrinsics, resolve_inside, rigid_inverse, write_json,
+)
 
 NAME = "fsm-view"
 FORMAT_TAG = "fsm-view-cameras"
