@@ -22,6 +22,8 @@ from playwright.sync_api import sync_playwright
 
 from fsm_viewer.app import DEFAULT_CLIP, ViewerApp, load_inputs
 
+# Headless chromium as root in a container, with nothing reaching out to the network
+# (tests/test_viewer_browser.py launches it the same way).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
