@@ -28,7 +28,7 @@ from typing import Iterator, Protocol
 import torch
 
 from fsm.cameras import PoseNormalization, normalize_poses, normalize_times
-from fsm.data.synthetic import FAMILIES, PATH_KINDS, frame_times, make_path, make_scene, novel_cameras, render
+from fsm.data.synthetic import FAMILIES, PATH_KINDS, frame_times, make_path, make_scene, novel_cameras, render, trace
 from fsm.model import Views
 
 TRAIN_SEEDS = (1_000_000, 2**31 - 1)  # [low, high): every training scene's seed
@@ -73,6 +73,9 @@ class Sample:
     time_span: torch.Tensor  # (B,2) float64 seconds of the window's first and last frame
     novel: torch.Tensor  # (B,V_tgt) bool: target camera is off the trajectory
     meta: list[dict] = field(default_factory=list)  # per sample: where it came from
+    # (B,V_in,H,W) distance along each input pixel's ray in model units (inf: sky); synthetic
+    # scenes only (the engine traces it exactly), None for real clips
+    input_depth: torch.Tensor | None = None
 
 
 class SampleSource(Protocol):
@@ -83,10 +86,11 @@ class SampleSource(Protocol):
 # Shared assembly
 
 
-def _assemble(images, c2w, fxfycxcy, times, is_input, span, novel, meta) -> Sample:
+def _assemble(images, c2w, fxfycxcy, times, is_input, span, novel, meta, depth=None) -> Sample:
     """One sample (B=1) from per-view world-frame tensors; is_input (V,) bool splits the views.
 
-    Inputs and targets are each sorted by time; poses normalised over the inputs.
+    Inputs and targets are each sorted by time; poses normalised over the inputs. depth (V,H,W)
+    world distances along the pixel rays (optional) is kept for the inputs, in model units.
     """
     device = images.device
     out = []
@@ -102,8 +106,10 @@ def _assemble(images, c2w, fxfycxcy, times, is_input, span, novel, meta) -> Samp
     def views(idx, c2w_n):
         return Views(c2w_n[None].to(device), fxfycxcy[idx][None].to(device), t_norm[idx][None].to(device), images[idx][None])
 
+    input_depth = None if depth is None else (depth[i_in.to(depth.device)] / norm.scale)[None]
     return Sample(
-        views(i_in, c2w_in), views(i_tgt, c2w_tgt), [norm], torch.tensor([span], dtype=torch.float64), novel[i_tgt][None], [meta]
+        views(i_in, c2w_in), views(i_tgt, c2w_tgt), [norm], torch.tensor([span], dtype=torch.float64), novel[i_tgt][None], [meta],
+        input_depth,
     )
 
 
@@ -117,6 +123,7 @@ def collate(samples: list[Sample]) -> Sample:
         torch.cat([s.time_span for s in samples]),
         torch.cat([s.novel for s in samples]),
         [m for s in samples for m in s.meta],
+        None if any(s.input_depth is None for s in samples) else torch.cat([s.input_depth for s in samples]),
     )
 
 
@@ -146,11 +153,20 @@ def synthetic_sample(seed: int, family: str, path_kind: str | None, path_variant
                     supersample=cfg.supersample, shadows=cfg.shadows)  # fmt: skip
     is_input = torch.arange(V) < cfg.num_input
     novel = torch.arange(V) >= cfg.num_input + n_on
+    depth = _input_depth(scene, c2w, fxfycxcy, times, is_input, cfg.height, cfg.width, device)
     frames = torch.cat([frames_in, frames_on, source])
     meta = dict(source="synthetic", seed=seed, family=scene.family, path=path.kind, path_variant=path_variant,
                 start=start, frames=frames.tolist())  # fmt: skip
     span = (float(window_times[0]), float(window_times[-1]))
-    return _assemble(images, c2w, fxfycxcy.to(device), times, is_input, span, novel, meta)
+    return _assemble(images, c2w, fxfycxcy.to(device), times, is_input, span, novel, meta, depth)
+
+
+def _input_depth(scene, c2w, fxfycxcy, times, is_input, height, width, device) -> torch.Tensor:
+    """(V,H,W) exact distance along each pixel ray for the input views (inf elsewhere and in the sky)."""
+    depth = torch.full((c2w.shape[0], height, width), float("inf"), device=device)
+    idx = is_input.nonzero().squeeze(1)
+    depth[idx.to(device)] = trace(scene, c2w[idx], fxfycxcy[idx], times[idx], height, width, device=device)[0]
+    return depth
 
 
 class SyntheticSource:
@@ -264,7 +280,7 @@ class HeldoutScene:
 
 # Fixed forever: every family with every camera path kind. Seeds are below TRAIN_SEEDS.
 HELDOUT_SCENES = tuple(HeldoutScene(seed=k, family=FAMILIES[k % 3], path=PATH_KINDS[k // 3]) for k in range(12))
-REGIMES = ("sparse", "continuous")
+REGIMES = ("sparse", "continuous", "novel")
 
 
 def heldout_samples(regime: str, num_input: int = 8, num_target: int = 8, height: int = 128, width: int = 128,
@@ -276,6 +292,10 @@ def heldout_samples(regime: str, num_input: int = 8, num_target: int = 8, height
         (first and last frame included) and the targets drawn among the frames in between.
     continuous: a contiguous run of V_in + V_tgt frames; targets are randomly masked frames
         inside it (never the first or last), the rest are inputs (frame interpolation, paper Fig. 5).
+    novel: the inputs of "sparse"; every target is a camera displaced 0.5-1.5 m off the
+        trajectory (fsm.data.synthetic.novel_cameras) at the time of a random input frame: the
+        views a 4D model exists for, which no input saw.
+    Every sample carries the inputs' exact depth (Sample.input_depth).
     """
     if regime not in REGIMES:
         raise ValueError(f"unknown evaluation regime {regime!r}; expected one of {REGIMES}")
@@ -284,7 +304,7 @@ def heldout_samples(regime: str, num_input: int = 8, num_target: int = 8, height
         if sc.seed >= TRAIN_SEEDS[0]:
             raise ValueError(f"held-out scene seed {sc.seed} lies in the training range {TRAIN_SEEDS}")
         g = torch.Generator().manual_seed(sc.seed * 31 + REGIMES.index(regime))
-        if regime == "sparse":
+        if regime in ("sparse", "novel"):
             W = window or 4 * n
             inputs = torch.linspace(0, W - 1, num_input).round().long().unique()
             rest = torch.tensor([f for f in range(W) if f not in set(inputs.tolist())])
@@ -299,14 +319,20 @@ def heldout_samples(regime: str, num_input: int = 8, num_target: int = 8, height
         scene = make_scene(sc.seed, sc.family)
         path = make_path(scene, sc.path)
         window_times = frame_times(W, fps)
+        novel = torch.arange(n) >= num_input if regime == "novel" else torch.zeros(n, dtype=torch.bool)
+        if regime == "novel":  # each target: off the trajectory, at the time of a random input
+            targets = inputs[torch.randint(num_input, (num_target,), generator=g)]
         frames = torch.cat([inputs, targets])
         c2w, times = path.c2w(window_times[frames]), window_times[frames]
+        if regime == "novel":
+            c2w[num_input:] = novel_cameras(scene, c2w[num_input:], g)
         fxfycxcy = path.fxfycxcy(n, height, width)
         images = render(scene, c2w, fxfycxcy, times, height, width, device=device, supersample=supersample)
+        is_input = torch.arange(n) < num_input
+        depth = _input_depth(scene, c2w, fxfycxcy, times, is_input, height, width, device)
         meta = dict(source="heldout", regime=regime, seed=sc.seed, family=sc.family, path=sc.path, frames=frames.tolist())
         span = (float(window_times[0]), float(window_times[-1]))
-        yield _assemble(images, c2w, fxfycxcy.to(device), times, torch.arange(n) < num_input, span,
-                        torch.zeros(n, dtype=torch.bool), meta)  # fmt: skip
+        yield _assemble(images, c2w, fxfycxcy.to(device), times, is_input, span, novel, meta, depth)
 
 
 def heldout_views(regime: str, **kwargs) -> Iterator[tuple[Views, Views]]:

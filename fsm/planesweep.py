@@ -1,0 +1,80 @@
+"""Plane-sweep photometric costs: an explicit multi-view depth cue for the 4DGS head.
+
+For every pixel of a reference view and every depth hypothesis d_k (a distance along the
+pixel's ray), the 3D point o + d_k * dir is projected into each *source* view; the cost is how
+different the reference patch is from the source image there (mean absolute RGB difference over
+a 3x3 window). At the true depth of a static, textured, visible surface the cost is lowest — the
+classic plane sweep (Collins 1996) behind MVSNet/MVSplat's cost volumes, here with no learned
+features: it is cheap, needs no training and has no gradient (images are inputs).
+
+Sources are the other views of the same *group* (the model ingests inputs in chunks of whole
+frames; grouping by chunk keeps a streamed session exact, since a frame's costs are fixed once
+its chunk has been seen). Where no source sees a point, its cost is NO_COST.
+
+Shapes: images (V,3,H,W) of one clip, c2w (V,4,4), fxfycxcy (V,4) pixels, depths (P,).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fsm.cameras import pixel_rays
+
+NO_COST = 0.5  # cost where no source view sees the hypothesis (about a random colour pair's)
+
+
+def log_depth_planes(near: float, far: float, count: int) -> torch.Tensor:
+    """(count,) depths spaced evenly in log depth from near to far (float32)."""
+    return torch.exp(torch.linspace(math.log(near), math.log(far), count))
+
+
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 box sum over the last two dims of (N,C,H,W), zero padding."""
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=True) * 9.0
+
+
+@torch.no_grad()
+def plane_sweep_cost(
+    images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor, groups: list[list[int]], depths: torch.Tensor
+) -> torch.Tensor:
+    """Photometric cost volume (V,P,H,W) in [0,1]: low = the hypothesis agrees with the sources.
+
+    groups: lists of view indices; each view's sources are the other views of its group.
+    """
+    V, _, H, W = images.shape
+    P = depths.shape[0]
+    images, c2w, fxfycxcy = images.float(), c2w.float(), fxfycxcy.float()
+    depths = depths.to(images)
+    origins, dirs = pixel_rays(c2w, fxfycxcy, H, W)  # (V,H,W,3) each
+    w2c = torch.linalg.inv(c2w)
+    cost = images.new_full((V, P, H, W), NO_COST)
+    for group in groups:
+        for i in group:
+            src = [j for j in group if j != i]
+            if not src:
+                continue
+            points = origins[i] + depths[:, None, None, None] * dirs[i]  # (P,H,W,3) hypotheses
+            R, t = w2c[src, :3, :3], w2c[src, :3, 3]  # (S,3,3), (S,3)
+            cam = torch.einsum("sij,phwj->sphwi", R, points) + t[:, None, None, None]  # (S,P,H,W,3)
+            z = cam[..., 2]
+            fx, fy, cx, cy = (fxfycxcy[src, k, None, None, None] for k in range(4))  # (S,1,1,1)
+            u = fx * cam[..., 0] / z.clamp(min=1e-6) + cx  # continuous pixel coords, centres at +0.5
+            v = fy * cam[..., 1] / z.clamp(min=1e-6) + cy
+            # grid_sample with align_corners=False puts -1 / +1 on the outer pixel edges: x = 2u/W - 1
+            grid = torch.stack([2 * u / W - 1, 2 * v / H - 1], -1).reshape(len(src), P * H, W, 2)
+            warped = F.grid_sample(images[src], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            warped = warped.reshape(len(src), 3, P, H, W)
+            valid = ((z > 1e-6) & (u >= 0) & (u <= W) & (v >= 0) & (v <= H)).to(images)  # (S,P,H,W)
+            diff = (warped - images[i][None, :, None]).abs().mean(1)  # (S,P,H,W)
+            num = _box3((diff * valid).reshape(-1, 1, H, W)).reshape(len(src), P, H, W).sum(0)
+            den = _box3(valid.reshape(-1, 1, H, W)).reshape(len(src), P, H, W).sum(0)
+            cost[i] = torch.where(den > 0, num / den.clamp(min=1e-6), torch.full_like(num, NO_COST))
+    return cost
+
+
+def chunk_groups(num_views: int, frames_per_chunk: int) -> list[list[int]]:
+    """The chunks the model ingests, as groups of view indices: [[0..c-1], [c..2c-1], ...]."""
+    return [list(range(a, min(a + frames_per_chunk, num_views))) for a in range(0, num_views, frames_per_chunk)]
