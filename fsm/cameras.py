@@ -287,10 +287,11 @@ def smooth_trajectory(c2w: torch.Tensor, window: int = 5) -> torch.Tensor:
 
 
 def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """OpenCV c2w (4,4) at eye looking at target; `up` is the world's up direction."""
-    z = F.normalize(target - eye, dim=0)
-    x = F.normalize(torch.cross(z, up, dim=0), dim=0)  # x = y x z with y = -up (OpenCV: y down)
-    y = torch.cross(z, x, dim=0)
-    c2w = torch.eye(4, dtype=eye.dtype, device=eye.device)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = x, y, z, eye
+    """OpenCV c2w (...,4,4) at eyes (...,3) looking at targets (...,3); `up` (3,) or (...,3) is the
+    world's up direction. One camera: eye, target (3,) -> (4,4)."""
+    z = F.normalize(target - eye, dim=-1)
+    x = F.normalize(torch.cross(z, up.expand_as(z), dim=-1), dim=-1)  # x = y x z with y = -up (OpenCV: y down)
+    y = torch.cross(z, x, dim=-1)
+    c2w = torch.eye(4, dtype=eye.dtype, device=eye.device).repeat(*z.shape[:-1], 1, 1)
+    c2w[..., :3, 0], c2w[..., :3, 1], c2w[..., :3, 2], c2w[..., :3, 3] = x, y, z, eye
     return c2w

@@ -115,3 +115,18 @@ def test_look_at_opencv():
     uv, z = project_points(torch.zeros(1, 3), c2w, torch.tensor([10.0, 10.0, 5.0, 5.0]))
     torch.testing.assert_close(uv[0], torch.tensor([5.0, 5.0]))
     assert z.item() == 2.0
+
+
+def test_look_at_batched_equals_one_camera_at_a_time():
+    g = torch.Generator().manual_seed(0)
+    eye, target = torch.randn(2, 5, 3, generator=g, dtype=torch.float64), torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    per_camera_up = torch.nn.functional.normalize(torch.randn(2, 5, 3, generator=g, dtype=torch.float64), dim=-1)
+    for up in (torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), per_camera_up):  # shared (3,) or (2,5,3)
+        batched = look_at(eye, target, up)
+        ups = up.expand(2, 5, 3)
+        single = torch.stack([torch.stack([look_at(eye[i, j], target[i, j], ups[i, j]) for j in range(5)]) for i in range(2)])
+        assert batched.shape == (2, 5, 4, 4)
+        torch.testing.assert_close(batched, single, atol=1e-12, rtol=0)
+        # each camera sits at its eye and looks at its target (OpenCV: +z forward)
+        torch.testing.assert_close(batched[..., :3, 3], eye, atol=1e-12, rtol=0)
+        torch.testing.assert_close(batched[..., :3, 2], torch.nn.functional.normalize(target - eye, dim=-1), atol=1e-12, rtol=0)

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from fsm.cameras import project_points
+from fsm.cameras import look_at, project_points
 from fsm.data import synthetic as syn
 from fsm.data.synthetic import (
-    BOX, CYLINDER, ELLIPSOID, FAMILIES, FLAT, Textures, frame_times, look_at_batch, make_path, make_scene,
+    BOX, CYLINDER, ELLIPSOID, FAMILIES, FLAT, Textures, builders, frame_times, make_path, make_scene,
     new_objects, novel_cameras, object_poses, render, trace,
 )  # fmt: skip
 
@@ -35,7 +35,7 @@ def bare_scene(objects, ground=False, light=(0.0, 0.0, 50.0, 1.0), ambient=1.0) 
 
 
 def camera(eye, target=(0.0, 0.0, 0.0), size=64, f=70.0):
-    c2w = look_at_batch(torch.tensor([eye]), torch.tensor([target]))
+    c2w = look_at(torch.tensor([eye]), torch.tensor([target]), torch.tensor([0.0, 0.0, 1.0]))  # world z up
     return c2w, torch.tensor([[f, f, size / 2, size / 2]])
 
 
@@ -119,7 +119,7 @@ def test_linear_bounce_spin_and_pulse_follow_their_formulas():
 def test_two_link_pendulum_chains_its_rotations():
     g = torch.Generator().manual_seed(3)
     pivot = torch.tensor([0.5, -0.5, 3.0])
-    ob = syn._stack_objects(syn._pendulum(g, pivot, 2.0, 0))
+    ob = builders._stack_objects(builders._pendulum(g, pivot, 2.0, 0))
     t = torch.linspace(0, 4, 9)
     R, p, _ = object_poses(ob, t)
     l1, l2 = 0.55 * 2.0, 0.45 * 2.0
