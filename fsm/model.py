@@ -24,9 +24,13 @@ import torch.nn.functional as F
 from fsm.cameras import pixel_rays, plucker_rays
 from fsm.gaussians import RAW_DIM, Gaussians4D, activate_gaussians, slice_4dgs
 from fsm.lacet import ElasticConfig, ElasticState, FastWeightLayer, UpdateStats
+from fsm.geohead import GeoGaussianHead, frame_spacing
+from fsm.patches import patchify, unpatchify
+from fsm.planesweep import chunk_groups, plane_sweep_cost
 from fsm.raster import rasterize
 
 HEADS = ("lvsm", "4dgs")  # decoding heads a config may ask for
+GS_HEADS = ("paper", "geo")  # designs of the 4DGS head
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,11 @@ class FSMConfig:
     heads: tuple[str, ...] = ("lvsm",)
     gs_near: float = 0.01  # 4DGS depth range along each pixel ray (paper Sec. 3.1), scene units
     gs_far: float = 100.0
+    # 4DGS head design: "paper" regresses all 20 numbers per pixel (Sec. 3.1); "geo" is the
+    # geometry-grounded head of fsm/geohead.py (input colour + residual, plane-sweep depth).
+    gs_head: str = "paper"
+    gs_planes: int = 32  # geo: depth planes of the plane sweep (log-spaced in [gs_near, gs_far])
+    gs_frames: int = 1  # geo: a render at time t uses the Gaussians of this many nearest input frames
     elastic: ElasticConfig = field(default_factory=ElasticConfig)
 
     def __post_init__(self):
@@ -54,6 +63,8 @@ class FSMConfig:
         unknown = set(self.heads) - set(HEADS)
         if unknown or not self.heads:
             raise ValueError(f"heads must be a non-empty subset of {HEADS}, got {self.heads}")
+        if self.gs_head not in GS_HEADS:
+            raise ValueError(f"gs_head must be one of {GS_HEADS}, got {self.gs_head!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -111,21 +122,6 @@ class Views:
 
 # ----------------------------------------------------------------------------------------------
 # Building blocks
-
-
-def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """(B, V, C, H, W) -> (B, V, T, C*p*p), T = (H/p)(W/p) in row-major patch order."""
-    B, V, C, H, W = x.shape
-    x = x.reshape(B, V, C, H // p, p, W // p, p).permute(0, 1, 3, 5, 2, 4, 6)
-    return x.reshape(B, V, (H // p) * (W // p), C * p * p)
-
-
-def unpatchify(x: torch.Tensor, p: int, height: int, width: int) -> torch.Tensor:
-    """(B, V, T, C*p*p) -> (B, V, C, H, W)."""
-    B, V, T, D = x.shape
-    C = D // (p * p)
-    x = x.reshape(B, V, height // p, width // p, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)
-    return x.reshape(B, V, C, height, width)
 
 
 class Tokenizer(nn.Module):
@@ -237,16 +233,33 @@ class GaussianHead(nn.Module):
         return activate_gaussians(raw, origins.reshape(B, -1, 3), dirs.reshape(B, -1, 3), frame_time, self.near, self.far)
 
 
-def render_gaussians(g: Gaussians4D, targets: Views, height: int, width: int) -> torch.Tensor:
-    """Slice each scene's Gaussians (B, N) at every target's time and rasterize: (B, V, 3, H, W)."""
+def render_gaussians(
+    g: Gaussians4D, targets: Views, height: int, width: int, frame_times: torch.Tensor | None = None, frames: int | None = None
+) -> torch.Tensor:
+    """Slice each scene's Gaussians (B, N) at every target's time and rasterize: (B, V, 3, H, W).
+
+    frames: use only the Gaussians of the `frames` input frames nearest each target's time
+    (N = V_in * pixels, in frame order; frame_times (B, V_in)); None = all of them.
+    """
     B, V = targets.c2w.shape[:2]
     images = []
     for b in range(B):
-        scene = Gaussians4D(**{k: v[b] for k, v in vars(g).items()})
+        scene = g[b]
         for v in range(V):
-            g3 = slice_4dgs(scene, targets.times[b, v])
+            t = targets.times[b, v]
+            part = scene if frames is None else nearest_frames(scene, frame_times[b], t, frames)
+            g3 = slice_4dgs(part, t)
             images.append(rasterize(g3.means, g3.covariances, g3.rgb, g3.opacities, targets.c2w[b, v], targets.fxfycxcy[b, v], width, height).rgb)
     return torch.stack(images).reshape(B, V, 3, height, width)
+
+
+def nearest_frames(g: Gaussians4D, frame_times: torch.Tensor, t, k: int) -> Gaussians4D:
+    """The Gaussians (N = V * pixels, in frame order) of the k frames whose times (V,) are nearest t."""
+    V = frame_times.shape[0]
+    pick = (frame_times - t).abs().argsort(stable=True)[: min(k, V)]
+    per_frame = g.mean_t.shape[-1] // V
+    idx = (pick[:, None] * per_frame + torch.arange(per_frame, device=pick.device)).reshape(-1)
+    return g[idx]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,8 +275,10 @@ class FSM(nn.Module):
         self.blocks = nn.ModuleList(LaCETBlock(config) for _ in range(config.depth))
         if "lvsm" in config.heads:
             self.lvsm_head = LVSMHead(config.dim, config.patch)
-        if "4dgs" in config.heads:
+        if "4dgs" in config.heads and config.gs_head == "paper":
             self.gaussian_head = GaussianHead(config.dim, config.patch, config.gs_near, config.gs_far)
+        elif "4dgs" in config.heads:
+            self.gaussian_head = GeoGaussianHead(config.dim, config.patch, config.gs_planes, config.gs_near, config.gs_far)
 
     @staticmethod
     def from_preset(name: str, **overrides) -> "FSM":
@@ -305,13 +320,25 @@ class FSM(nn.Module):
         queries = replace(targets, images=None)
         return self.lvsm_head(self.query(states, queries, height, width), height, width)
 
-    def decode_gaussians(self, states: list[ElasticState], virtual_views: Views) -> Gaussians4D:
+    def decode_gaussians(self, states: list[ElasticState], virtual_views: Views, groups: list[list[int]] | None = None) -> Gaussians4D:
         """Pixel-aligned 4D Gaussians (leading dims (B, V*H*W)) from input views re-queried
-        apply-only with the current fast weights (their RGB is kept: they are "virtual views")."""
+        apply-only with the current fast weights (their RGB is kept: they are "virtual views").
+
+        groups: the geo head's plane-sweep neighbourhoods (lists of view indices; default: the
+        views in chunks of the config's frames_per_chunk, as they were ingested)."""
         if not hasattr(self, "gaussian_head"):
             raise ValueError(f"this model has no 4DGS head (heads: {self.config.heads})")
         H, W = virtual_views.images.shape[-2:]
-        return self.gaussian_head(self.query(states, virtual_views, H, W), virtual_views, H, W)
+        tokens = self.query(states, virtual_views, H, W)
+        if self.config.gs_head == "paper":
+            return self.gaussian_head(tokens, virtual_views, H, W)
+        v = virtual_views
+        groups = groups or chunk_groups(v.num_views, self.config.frames_per_chunk)
+        planes = self.gaussian_head.planes
+        cost = torch.stack([plane_sweep_cost(v.images[b], v.c2w[b], v.fxfycxcy[b], groups, planes) for b in range(v.c2w.shape[0])])
+        gap = frame_spacing(v.times, groups)
+        g, _ = self.gaussian_head(tokens, cost, v.images, v.c2w, v.fxfycxcy, v.times, gap)
+        return g
 
     # -- training ----------------------------------------------------------------------------
 
@@ -324,12 +351,15 @@ class FSM(nn.Module):
         heads: tuple[str, ...] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Feed the inputs in chunks of whole frames, then render the targets with each head:
-        {head: (B, Vt, 3, H, W)} for `heads` (default: all the model has).
+        {head: (B, Vt, 3, H, W)} for `heads` (default: all the model has). "depth" in heads adds
+        the 4DGS head's depth of every input pixel, {"depth": (B, V_in, H, W)}.
 
         The same chunk loop as StreamSession, so a streamed clip equals this batched pass.
         """
         heads = heads or self.config.heads
         fpc = frames_per_chunk or self.config.frames_per_chunk
+        if "depth" in heads and "4dgs" not in heads:
+            heads = (*heads, "4dgs")
         H, W = inputs.images.shape[-2:]
         states = self.init_states(inputs.c2w.shape[0], elastic)
         for start in range(0, inputs.num_views, fpc):
@@ -339,7 +369,14 @@ class FSM(nn.Module):
             if head == "lvsm":
                 out[head] = self.render_lvsm(states, targets, H, W)
             elif head == "4dgs":
-                out[head] = render_gaussians(self.decode_gaussians(states, inputs), targets, H, W)
+                g = self.decode_gaussians(states, inputs, chunk_groups(inputs.num_views, fpc))
+                frames = self.config.gs_frames if self.config.gs_head == "geo" else None
+                out[head] = render_gaussians(g, targets, H, W, inputs.times, frames)
+                if "depth" in heads:  # distance of each pixel's Gaussian along its ray: (B, V_in, H, W)
+                    origins = inputs.c2w[:, :, None, :3, 3].expand(-1, -1, H * W, -1).reshape(g.means_xyz.shape)
+                    out["depth"] = (g.means_xyz - origins).norm(dim=-1).reshape(*inputs.c2w.shape[:2], H, W)
+            elif head == "depth":
+                continue
             else:
                 raise ValueError(f"unknown head {head!r}; this model has {self.config.heads}")
         return out
