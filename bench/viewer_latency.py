@@ -59,7 +59,7 @@ def orbit_cameras(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def bench_device(model: fsm.FSM, device: str, args: Args) -> list[tuple]:
     model = model.to(device)
-    fpc = model.config.frames_per_chunk
+    fpc = model.stream.frames_per_chunk
     rows = []
     for size in args.sizes:
         c2w, K = orbit_cameras(fpc, size)

@@ -2,10 +2,10 @@
 
 from fsm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fsm.lacet import ElasticConfig, ElasticState
-from fsm.model import FSM, PRESETS, FSMConfig, Views, preset
+from fsm.model import FSM, PRESETS, FSMConfig, StreamConfig, Views, preset
 from fsm.stream import ChunkRecord, StreamSession
 
 __all__ = [
-    "FSM", "FSMConfig", "PRESETS", "preset", "Views", "ElasticConfig", "ElasticState",
+    "FSM", "FSMConfig", "StreamConfig", "PRESETS", "preset", "Views", "ElasticConfig", "ElasticState",
     "StreamSession", "ChunkRecord", "load_checkpoint", "save_checkpoint", "CheckpointError",
 ]

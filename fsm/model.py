@@ -31,7 +31,7 @@ HEADS = ("lvsm", "4dgs")  # decoding heads a config may ask for
 
 @dataclass(frozen=True)
 class FSMConfig:
-    """Architecture + default inference chunking. A checkpoint stores this; it rebuilds the model."""
+    """The architecture: what a checkpoint's weights must match. It rebuilds the model."""
 
     preset: str = "custom"
     dim: int = 768  # token width D
@@ -42,11 +42,9 @@ class FSMConfig:
     patch: int = 8
     muon_steps: int = 5  # Newton-Schulz steps per update; 0 = plain gradient step
     base_lr: float = 0.01  # fast-weight learning rate at zero logit (softplus head bias)
-    frames_per_chunk: int = 8  # fast-weight chunk, in whole frames (2048 tokens at 128x128)
     heads: tuple[str, ...] = ("lvsm",)
     gs_near: float = 0.01  # 4DGS depth range along each pixel ray (paper Sec. 3.1), scene units
     gs_far: float = 100.0
-    elastic: ElasticConfig = field(default_factory=ElasticConfig)
 
     def __post_init__(self):
         if self.dim % self.attn_heads:
@@ -62,25 +60,60 @@ class FSMConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "FSMConfig":
-        known = {f.name for f in fields(FSMConfig)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}")
+        _check_keys(FSMConfig, d)
         d = dict(d)
-        if "elastic" in d:
-            d["elastic"] = ElasticConfig(**d["elastic"])
         if "heads" in d:
             d["heads"] = tuple(d["heads"])
         return FSMConfig(**d)
 
 
+@dataclass(frozen=True)
+class StreamConfig:
+    """How a clip is run through the fast weights: settings of a run, not of the architecture.
+
+    The same weights stream with any of them. A checkpoint stores the ones it was trained with
+    (model.stream); they are the defaults, and FSM.stream_config is the one place overrides
+    are applied."""
+
+    frames_per_chunk: int = 8  # fast-weight chunk, in whole frames (2048 tokens at 128x128)
+    elastic: ElasticConfig = field(default_factory=ElasticConfig)
+    max_virtual_views: int = 16  # 4DGS head: fed frames kept (evenly spread) to re-query as virtual views
+
+    def __post_init__(self):
+        if self.frames_per_chunk < 1:
+            raise ValueError(f"frames_per_chunk must be >= 1, got {self.frames_per_chunk}")
+        if self.max_virtual_views < 1:
+            raise ValueError(f"max_virtual_views must be >= 1, got {self.max_virtual_views}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "StreamConfig":
+        _check_keys(StreamConfig, d)
+        d = dict(d)
+        if "elastic" in d:
+            d["elastic"] = ElasticConfig(**d["elastic"])
+        return StreamConfig(**d)
+
+
+def _check_keys(cls, d: dict) -> None:
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}")
+
+
 PRESETS: dict[str, FSMConfig] = {
     # unit tests: a forward pass in milliseconds on CPU
-    "tiny": FSMConfig(preset="tiny", dim=64, depth=2, attn_heads=2, fw_hidden=128, ffn_hidden=256, frames_per_chunk=2),
+    "tiny": FSMConfig(preset="tiny", dim=64, depth=2, attn_heads=2, fw_hidden=128, ffn_hidden=256),
     # the shipped model, sized by measurement on a 2-core CPU (see bench/ and README)
     "small": FSMConfig(preset="small", dim=256, depth=8, attn_heads=4, fw_hidden=512, ffn_hidden=1024),
     # the paper's (App. A.2)
     "base": FSMConfig(preset="base", dim=768, depth=24, attn_heads=12, fw_hidden=1536, ffn_hidden=3072),
+}
+# Run settings a preset starts with when they differ from StreamConfig's defaults.
+PRESET_STREAMS: dict[str, StreamConfig] = {
+    "tiny": StreamConfig(frames_per_chunk=2),  # tests: a few frames still make several chunks
 }
 
 
@@ -254,9 +287,10 @@ def render_gaussians(g: Gaussians4D, targets: Views, height: int, width: int) ->
 
 
 class FSM(nn.Module):
-    def __init__(self, config: FSMConfig):
+    def __init__(self, config: FSMConfig, stream: StreamConfig | None = None):
         super().__init__()
         self.config = config
+        self.stream = stream if stream is not None else StreamConfig()  # run defaults; see stream_config
         self.metadata: dict = {}  # training metadata, filled by fsm.load_checkpoint
         self.tokenizer = Tokenizer(config.dim, config.patch)
         self.blocks = nn.ModuleList(LaCETBlock(config) for _ in range(config.depth))
@@ -266,13 +300,19 @@ class FSM(nn.Module):
             self.gaussian_head = GaussianHead(config.dim, config.patch, config.gs_near, config.gs_far)
 
     @staticmethod
-    def from_preset(name: str, **overrides) -> "FSM":
-        return FSM(preset(name, **overrides))
+    def from_preset(name: str, stream: StreamConfig | None = None, **overrides) -> "FSM":
+        return FSM(preset(name, **overrides), stream if stream is not None else PRESET_STREAMS.get(name))
+
+    def stream_config(self, base: StreamConfig | None = None, **overrides) -> StreamConfig:
+        """The run settings to use: `base` (default: this model's, self.stream) with every
+        override that is not None applied. The one place run-setting defaults are resolved."""
+        base = self.stream if base is None else base
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     # -- the memory ------------------------------------------------------------------------
 
     def init_states(self, batch: int, elastic: ElasticConfig | None = None) -> list[ElasticState]:
-        elastic = elastic or self.config.elastic
+        elastic = self.stream_config(elastic=elastic).elastic
         return [blk.fw.init_state(batch, elastic) for blk in self.blocks]
 
     def ingest(
@@ -281,7 +321,7 @@ class FSM(nn.Module):
         """Update every layer's fast weights with one chunk of input views (images required)."""
         if chunk.images is None:
             raise ValueError("input views need images")
-        elastic = elastic or self.config.elastic
+        elastic = self.stream_config(elastic=elastic).elastic
         H, W = chunk.images.shape[-2:]
         x = self.tokenizer(chunk, H, W)
         new_states, stats = [], []
@@ -329,11 +369,12 @@ class FSM(nn.Module):
         The same chunk loop as StreamSession, so a streamed clip equals this batched pass.
         """
         heads = heads or self.config.heads
-        fpc = frames_per_chunk or self.config.frames_per_chunk
+        run = self.stream_config(frames_per_chunk=frames_per_chunk, elastic=elastic)
+        fpc = run.frames_per_chunk
         H, W = inputs.images.shape[-2:]
-        states = self.init_states(inputs.c2w.shape[0], elastic)
+        states = self.init_states(inputs.c2w.shape[0], run.elastic)
         for start in range(0, inputs.num_views, fpc):
-            states, _ = self.ingest(states, inputs[start : start + fpc], elastic)
+            states, _ = self.ingest(states, inputs[start : start + fpc], run.elastic)
         out = {}
         for head in heads:
             if head == "lvsm":
@@ -344,11 +385,12 @@ class FSM(nn.Module):
                 raise ValueError(f"unknown head {head!r}; this model has {self.config.heads}")
         return out
 
-    def start_stream(self, time_span: tuple[float, float], **kwargs):
-        """A fresh StreamSession over this model (see fsm.stream.StreamSession for the options)."""
+    def start_stream(self, time_span: tuple[float, float], normalization=None, stream: StreamConfig | None = None, **overrides):
+        """A fresh StreamSession over this model; `overrides` (frames_per_chunk=, elastic=,
+        max_virtual_views=) replace fields of `stream` (default: self.stream)."""
         from fsm.stream import StreamSession
 
-        return StreamSession(self, time_span=time_span, **kwargs)
+        return StreamSession(self, time_span, normalization, self.stream_config(stream, **overrides))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -25,7 +25,7 @@ import torch
 from fsm.cameras import PoseNormalization, normalize_times
 from fsm.gaussians import Gaussians3D, Gaussians4D, slice_4dgs
 from fsm.lacet import ElasticConfig, ElasticState, UpdateStats
-from fsm.model import FSM, Views
+from fsm.model import FSM, StreamConfig, Views
 from fsm.raster import ALPHA_MIN, rasterize
 
 # The 4DGS reference culls Gaussians whose temporal marginal is <= 0.05 at render time.
@@ -52,23 +52,17 @@ class StreamSession:
         self,
         model: FSM,
         time_span: tuple[float, float],
-        frames_per_chunk: int | None = None,
-        elastic: ElasticConfig | None = None,
         normalization: PoseNormalization | None = None,
-        max_virtual_views: int = 16,
+        stream: StreamConfig | None = None,
         background: tuple[float, float, float] = (0.0, 0.0, 0.0),
     ):
         """time_span: seconds mapped to [-1, 1]. normalization: clip world -> model frame
         (fsm.cameras.normalize_poses over the clip's cameras; identity if the poses already are).
-        max_virtual_views: 4DGS head only — how many fed frames (evenly spread over the clip)
-        are kept to be re-queried as virtual views; memory stays bounded in clip length.
-        background: 4DGS head's render background colour."""
+        stream: chunking, elastic settings, 4DGS virtual-view budget (default: the model's,
+        model.stream). background: 4DGS head's render background colour."""
         self.model = model
         self.time_span = (float(time_span[0]), float(time_span[1]))
-        self.frames_per_chunk = int(frames_per_chunk or model.config.frames_per_chunk)
-        if self.frames_per_chunk < 1:
-            raise ValueError(f"frames_per_chunk must be >= 1, got {self.frames_per_chunk}")
-        self.elastic = elastic or model.config.elastic
+        self.stream = model.stream_config(stream)
         self.normalization = normalization or PoseNormalization.identity()
         self.device = next(model.parameters()).device
         self.history: list[ChunkRecord] = []
@@ -77,7 +71,6 @@ class StreamSession:
         self._pending: list[tuple[torch.Tensor, ...]] = []  # frames waiting for a full chunk
         # 4DGS head: a bounded, evenly strided subset of the fed frames (model frame), re-queried
         # as virtual views; the decoded Gaussians are cached until the next chunk.
-        self.max_virtual_views = max_virtual_views
         self.background = torch.tensor(background, dtype=torch.float32, device=self.device)
         self._virtual: list[Views] = []
         self._virtual_stride = 1
@@ -86,6 +79,14 @@ class StreamSession:
             self._states = model.init_states(1, self.elastic)
 
     # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def frames_per_chunk(self) -> int:
+        return self.stream.frames_per_chunk
+
+    @property
+    def elastic(self) -> ElasticConfig:
+        return self.stream.elastic
 
     @property
     def num_layers(self) -> int:
@@ -202,7 +203,7 @@ class StreamSession:
         for i in range(views.num_views):
             if (first_index + i) % self._virtual_stride == 0:
                 self._virtual.append(views[i : i + 1])
-            while len(self._virtual) > self.max_virtual_views:
+            while len(self._virtual) > self.stream.max_virtual_views:
                 self._virtual = self._virtual[::2]
                 self._virtual_stride *= 2
 

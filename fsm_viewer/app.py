@@ -59,8 +59,7 @@ class ViewerApp:
         _, self.norm = normalize_poses(clip.c2w)  # clip world -> model frame, computed once
         t = clip.times
         self.time_span = (float(t[0]), float(t[-1]))
-        self.frames_per_chunk = int(frames_per_chunk or model.config.frames_per_chunk)
-        self.elastic = model.config.elastic
+        self.stream = model.stream_config(frames_per_chunk=frames_per_chunk)  # the elastic panel replaces .elastic
         self.heads = tuple(model.config.heads)
         # render state shared by every browser
         self.time = self.time_span[0]
@@ -95,13 +94,11 @@ class ViewerApp:
     # -- streaming -----------------------------------------------------------------------------
 
     def _new_session(self) -> StreamSession:
-        return self.model.start_stream(
-            time_span=self.time_span, frames_per_chunk=self.frames_per_chunk, elastic=self.elastic, normalization=self.norm
-        )
+        return StreamSession(self.model, self.time_span, self.norm, self.stream)
 
     @property
     def num_chunks(self) -> int:
-        return math.ceil(len(self.clip) / self.frames_per_chunk)
+        return math.ceil(len(self.clip) / self.stream.frames_per_chunk)
 
     @property
     def done(self) -> bool:
@@ -121,7 +118,7 @@ class ViewerApp:
         """A fresh memory (optionally with new elastic settings); streaming starts again from frame 0."""
         with self.lock:
             if elastic is not None:
-                self.elastic = elastic
+                self.stream = dataclasses.replace(self.stream, elastic=elastic)
             self.session = self._new_session()
             self.next_frame = 0
             self.last_record = None
@@ -132,7 +129,7 @@ class ViewerApp:
         with self.lock:
             if self.done:
                 return None
-            a, b = self.next_frame, min(self.next_frame + self.frames_per_chunk, len(self.clip))
+            a, b = self.next_frame, min(self.next_frame + self.stream.frames_per_chunk, len(self.clip))
             c = self.clip
             records = self.session.feed(c.frames[a:b], c.c2w[a:b], c.fxfycxcy[a:b], c.times[a:b])
             if b == len(c) and self.session.pending_frames:

@@ -84,7 +84,7 @@ class StreamPanel:
     def __init__(self, app):
         self.app = app
         gui = app.server.gui
-        elastic = app.elastic
+        elastic = app.stream.elastic
         self.status = gui.add_markdown("")
         self.progress = gui.add_progress_bar(0.0)
         self.controls = gui.add_button_group("Stream", ("Start", "Pause", "Reset"), hint="Reset: fresh fast weights, back to frame 0")
@@ -118,7 +118,7 @@ class StreamPanel:
 
     def elastic_config(self):
         lam = 0.0 if self.plain.value else float(self.lam.value)
-        return dataclasses.replace(self.app.elastic, lam=lam, estimator=self.estimator.value, anchor=self.anchor.value)
+        return dataclasses.replace(self.app.stream.elastic, lam=lam, estimator=self.estimator.value, anchor=self.anchor.value)
 
     def _elastic_changed(self, _):
         self.lam.disabled = self.plain.value
@@ -137,7 +137,7 @@ class StreamPanel:
 
         # status and progress
         if not history:
-            self.status.content = f"**Ready.** {N} frames in {app.num_chunks} chunks of {app.frames_per_chunk}. Press Start."
+            self.status.content = f"**Ready.** {N} frames in {app.num_chunks} chunks of {app.stream.frames_per_chunk}. Press Start."
         else:
             last = history[-1]
             rate = sum(r.frames for r in history) / max(sum(r.seconds for r in history), 1e-9)

@@ -1,5 +1,7 @@
 """The FSM model, streaming exactness and checkpoints."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -207,6 +209,26 @@ def test_checkpoint_mismatches_are_refused(tmp_path, model):
         fsm.load_checkpoint(tmp_path / "absent.pt")
 
 
+def test_version_1_checkpoints_load_with_their_run_settings(tmp_path):
+    """Version 1 kept frames_per_chunk and elastic inside "config"; they become model.stream."""
+    stream = fsm.StreamConfig(frames_per_chunk=3, elastic=fsm.ElasticConfig(estimator="mas", anchor="global"))
+    model = FSM.from_preset("tiny", stream=stream)
+    fsm.save_checkpoint(tmp_path / "v2.pt", model)
+    raw = torch.load(tmp_path / "v2.pt", weights_only=True)
+    run = raw.pop("stream")
+    v1 = {**raw, "version": 1, "config": {**raw["config"], "frames_per_chunk": run["frames_per_chunk"], "elastic": run["elastic"]}}
+    torch.save(v1, tmp_path / "v1.pt")
+    loaded = fsm.load_checkpoint(tmp_path / "v1.pt")
+    assert loaded.config == model.config and loaded.stream == stream
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    # the shipped CPU preview is a version 1 file
+    shipped = Path(__file__).resolve().parents[1] / "assets" / "fsm-small-cpu-preview.pt"
+    assert torch.load(shipped, weights_only=True)["version"] == 1
+    preview = fsm.load_checkpoint(shipped)
+    assert preview.config == preset("small") and preview.stream == fsm.StreamConfig()
+
+
 def test_atomic_save_keeps_old_file_on_crash(tmp_path, model, monkeypatch):
     path = tmp_path / "m.pt"
     fsm.save_checkpoint(path, model, metadata={"v": 1})
@@ -226,6 +248,6 @@ def test_atomic_save_keeps_old_file_on_crash(tmp_path, model, monkeypatch):
 def test_presets():
     base = preset("base")
     assert (base.depth, base.dim, base.fw_hidden, base.attn_heads) == (24, 768, 1536, 12)
-    assert base.elastic == fsm.ElasticConfig(lam=0.5, alpha=0.5, beta=0.5, estimator="si", anchor="streaming-ema")
+    assert fsm.StreamConfig().elastic == fsm.ElasticConfig(lam=0.5, alpha=0.5, beta=0.5, estimator="si", anchor="streaming-ema")
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")

@@ -88,7 +88,8 @@ def stream_and_render(
     Returns (renders (Vt,3,H,W) on the CPU, number of chunks ingested).
     """
     kwargs = {"time_span": (-1.0, 1.0), **(session_kwargs or {})}
-    session = StreamSession(model, frames_per_chunk=frames_per_chunk, **kwargs)
+    stream = model.stream_config(frames_per_chunk=frames_per_chunk, elastic=kwargs.pop("elastic", None))
+    session = StreamSession(model, stream=stream, **kwargs)
     session.feed(inputs.images[0], inputs.c2w[0], inputs.fxfycxcy[0], inputs.times[0].double())
     session.flush()
     H, W = inputs.images.shape[-2:]
@@ -225,7 +226,7 @@ def main(cfg: EvalConfig) -> dict:
     device = pick_device(cfg.device)
     model = load_checkpoint(cfg.ckpt, device=device)
     heads = model.config.heads
-    fpc = cfg.frames_per_chunk or model.config.frames_per_chunk
+    fpc = model.stream_config(frames_per_chunk=cfg.frames_per_chunk).frames_per_chunk
     rows, strips = [], []
     sets = [(f"synthetic-{r}", lambda r=r: synthetic_pairs(cfg.data, r, cfg.scenes)) for r in (cfg.regimes if cfg.scenes else ())]
     sets += [(f"clip-{p.stem}", lambda p=p: [split_clip(load_eval_clip(cfg, p), cfg.holdout_every)]) for p in cfg.clip]
