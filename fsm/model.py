@@ -22,9 +22,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fsm.cameras import pixel_rays, plucker_rays
-from fsm.gaussians import RAW_DIM, Gaussians4D, activate_gaussians, slice_4dgs
+from fsm.gaussians import RAW_DIM, Gaussians4D, activate_gaussians
 from fsm.lacet import ElasticConfig, ElasticState, FastWeightLayer, UpdateStats
-from fsm.raster import rasterize
+from fsm.splat import render_4dgs
 
 HEADS = ("lvsm", "4dgs")  # decoding heads a config may ask for
 
@@ -271,14 +271,13 @@ class GaussianHead(nn.Module):
 
 
 def render_gaussians(g: Gaussians4D, targets: Views, height: int, width: int) -> torch.Tensor:
-    """Slice each scene's Gaussians (B, N) at every target's time and rasterize: (B, V, 3, H, W)."""
+    """Each scene's Gaussians (B, N) seen by every target view: (B, V, 3, H, W), uncull'd (training)."""
     B, V = targets.c2w.shape[:2]
-    images = []
-    for b in range(B):
-        scene = Gaussians4D(**{k: v[b] for k, v in vars(g).items()})
-        for v in range(V):
-            g3 = slice_4dgs(scene, targets.times[b, v])
-            images.append(rasterize(g3.means, g3.covariances, g3.rgb, g3.opacities, targets.c2w[b, v], targets.fxfycxcy[b, v], width, height).rgb)
+    images = [
+        render_4dgs(g[b], targets.times[b, v], targets.c2w[b, v], targets.fxfycxcy[b, v], width, height)
+        for b in range(B)
+        for v in range(V)
+    ]
     return torch.stack(images).reshape(B, V, 3, height, width)
 
 

@@ -23,13 +23,10 @@ from dataclasses import asdict, dataclass
 import torch
 
 from fsm.cameras import PoseNormalization, normalize_times
-from fsm.gaussians import Gaussians3D, Gaussians4D, slice_4dgs
+from fsm.gaussians import Gaussians3D, Gaussians4D
 from fsm.lacet import ElasticConfig, ElasticState, UpdateStats
 from fsm.model import FSM, StreamConfig, Views
-from fsm.raster import ALPHA_MIN, rasterize
-
-# The 4DGS reference culls Gaussians whose temporal marginal is <= 0.05 at render time.
-MARGINAL_CULL = 0.05
+from fsm.splat import MARGINAL_CULL, render_4dgs, slice_visible
 
 
 @dataclass
@@ -174,28 +171,27 @@ class StreamSession:
         """4DGS head: the scene's 3D Gaussians at `time` (seconds), in the clip's world frame.
 
         Gaussians whose temporal marginal is below `prune_below` or whose opacity cannot reach
-        the rasterizer's alpha threshold are dropped."""
+        the rasterizer's alpha threshold are dropped (fsm.splat.slice_visible)."""
         t = normalize_times(torch.tensor([float(time)], dtype=torch.float64), self.time_span).item()
-        g = self._sliced(t, prune_below)
+        g = slice_visible(self._decoded(), t, prune_below)
         n = self.normalization
         return Gaussians3D(n.points_to_world(g.means), n.covariances_to_world(g.covariances), g.rgb, g.opacities)
 
-    def _sliced(self, t_norm: float, prune_below: float) -> Gaussians3D:
+    def _decoded(self) -> Gaussians4D:
+        """The scene's 4D Gaussians (N,) from the virtual views, decoded once per chunk."""
         if self._gaussians is None:
             if not self._virtual:
                 raise ValueError("the 4DGS head needs at least one ingested chunk (feed frames first)")
             virtual = Views(*(torch.cat([getattr(v, k) for v in self._virtual], dim=1) for k in ("c2w", "fxfycxcy", "times", "images")))
-            g = self.model.decode_gaussians(self._states, virtual)
-            self._gaussians = Gaussians4D(**{k: v[0] for k, v in vars(g).items()})
-        g3 = slice_4dgs(self._gaussians, t_norm, prune_below=prune_below)
-        keep = g3.opacities >= ALPHA_MIN  # could never reach the alpha threshold: exact to drop
-        return Gaussians3D(g3.means[keep], g3.covariances[keep], g3.rgb[keep], g3.opacities[keep])
+            self._gaussians = self.model.decode_gaussians(self._states, virtual)[0]
+        return self._gaussians
 
     def _render_splats(self, view: Views, height: int, width: int) -> torch.Tensor:
-        """One query view (batch of one, one view) -> (3, H, W) from the sliced Gaussians."""
-        g = self._sliced(view.times[0, 0].item(), MARGINAL_CULL)
-        out = rasterize(g.means, g.covariances, g.rgb, g.opacities, view.c2w[0, 0], view.fxfycxcy[0, 0], width, height, self.background)
-        return out.rgb.clamp(0, 1)
+        """One query view (batch of one, one view) -> (3, H, W), culled as the 4DGS reference."""
+        return render_4dgs(
+            self._decoded(), view.times[0, 0].item(), view.c2w[0, 0], view.fxfycxcy[0, 0], width, height,
+            cull_below=MARGINAL_CULL, background=self.background, clamp=True,
+        )  # fmt: skip
 
     def _remember_virtual_views(self, views: Views, first_index: int) -> None:
         """Keep every `stride`-th fed frame; when over budget, drop every other kept frame and
