@@ -10,7 +10,7 @@ Data flow for one clip (B clips in a batch):
                  per pixel --> pixel-aligned 4D Gaussians --> slice at the target time, rasterize
 
 T = (H/p)(W/p) tokens per view. Target views never see each other, so they can be rendered
-one at a time, and the same chunk loop serves training (forward) and streaming (StreamSession).
+one at a time, and the same chunk loop serves training (forward) and streaming (fsm.stream.StreamSession).
 """
 
 from __future__ import annotations
@@ -383,13 +383,6 @@ class FSM(nn.Module):
             else:
                 raise ValueError(f"unknown head {head!r}; this model has {self.config.heads}")
         return out
-
-    def start_stream(self, time_span: tuple[float, float], normalization=None, stream: StreamConfig | None = None, **overrides):
-        """A fresh StreamSession over this model; `overrides` (frames_per_chunk=, elastic=,
-        max_virtual_views=) replace fields of `stream` (default: self.stream)."""
-        from fsm.stream import StreamSession
-
-        return StreamSession(self, time_span, normalization, self.stream_config(stream, **overrides))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

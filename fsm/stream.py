@@ -3,7 +3,7 @@
 This is the public API the viewer and scripts use:
 
     model = fsm.load_checkpoint(path, device="cpu")
-    session = model.start_stream(time_span=(t0, t1), normalization=norm)
+    session = StreamSession.for_clip(model, clip)           # or StreamSession(model, clip_norm, stream)
     records = session.feed(images, c2w, fxfycxcy, times)   # whole chunks are processed as they fill
     session.flush()                                         # process the partial tail, if any
     image = session.render(c2w, fxfycxcy, time, height, width)     # head="4dgs" with that head
@@ -12,7 +12,7 @@ This is the public API the viewer and scripts use:
     session.state(layer)                                    # that layer's ElasticState
 
 Cameras and times are given in the clip's own world frame and seconds; the session maps them
-into the model's frame with the PoseNormalization and time span it was started with.
+into the model's frame with its ClipNormalization (pose normalisation + time span).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from fsm.cameras import PoseNormalization, normalize_times
+from fsm.cameras import ClipNormalization
 from fsm.gaussians import Gaussians3D, Gaussians4D
 from fsm.lacet import ElasticConfig, ElasticState, UpdateStats
 from fsm.model import FSM, StreamConfig, Views
@@ -48,19 +48,17 @@ class StreamSession:
     def __init__(
         self,
         model: FSM,
-        time_span: tuple[float, float],
-        normalization: PoseNormalization | None = None,
+        clip_norm: ClipNormalization | None = None,
         stream: StreamConfig | None = None,
         background: tuple[float, float, float] = (0.0, 0.0, 0.0),
     ):
-        """time_span: seconds mapped to [-1, 1]. normalization: clip world -> model frame
-        (fsm.cameras.normalize_poses over the clip's cameras; identity if the poses already are).
-        stream: chunking, elastic settings, 4DGS virtual-view budget (default: the model's,
-        model.stream). background: 4DGS head's render background colour."""
+        """clip_norm: the clip's world frame and seconds -> the model's (default: identity, times
+        already in [-1, 1]; for a clip use StreamSession.for_clip). stream: chunking, elastic
+        settings, 4DGS virtual-view budget (default: the model's, model.stream).
+        background: 4DGS head's render background colour."""
         self.model = model
-        self.time_span = (float(time_span[0]), float(time_span[1]))
+        self.clip_norm = clip_norm if clip_norm is not None else ClipNormalization()
         self.stream = model.stream_config(stream)
-        self.normalization = normalization or PoseNormalization.identity()
         self.device = next(model.parameters()).device
         self.history: list[ChunkRecord] = []
         self.frames_ingested = 0
@@ -74,6 +72,12 @@ class StreamSession:
         self._gaussians: Gaussians4D | None = None
         with torch.inference_mode():
             self._states = model.init_states(1, self.elastic)
+
+    @staticmethod
+    def for_clip(model: FSM, clip, stream: StreamConfig | None = None, background=(0.0, 0.0, 0.0)) -> "StreamSession":
+        """A session for a clip (anything with c2w (N,4,4) and times (N,), e.g. fsm.io.Clip): poses
+        normalised over all its cameras, its [first, last] time mapped to [-1, 1]."""
+        return StreamSession(model, ClipNormalization.for_clip(clip.c2w, clip.times), stream, background)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -172,9 +176,9 @@ class StreamSession:
 
         Gaussians whose temporal marginal is below `prune_below` or whose opacity cannot reach
         the rasterizer's alpha threshold are dropped (fsm.splat.slice_visible)."""
-        t = normalize_times(torch.tensor([float(time)], dtype=torch.float64), self.time_span).item()
+        t = self.clip_norm.times(torch.tensor([float(time)], dtype=torch.float64)).item()
         g = slice_visible(self._decoded(), t, prune_below)
-        n = self.normalization
+        n = self.clip_norm.poses
         return Gaussians3D(n.points_to_world(g.means), n.covariances_to_world(g.covariances), g.rgb, g.opacities)
 
     def _decoded(self) -> Gaussians4D:
@@ -207,9 +211,9 @@ class StreamSession:
 
     def _views(self, c2w, fxfycxcy, times, images=None) -> Views:
         """Clip-frame tensors of one clip -> a batch-of-one Views in the model's frame."""
-        t = normalize_times(times.to(torch.float64), self.time_span).to(torch.float32)
+        t = self.clip_norm.times(times).to(torch.float32)
         return Views(
-            c2w=self.normalization.c2w_to_normalized(c2w)[None],
+            c2w=self.clip_norm.c2w(c2w)[None],
             fxfycxcy=fxfycxcy[None],
             times=t.to(self.device)[None],
             images=None if images is None else images[None],

@@ -35,7 +35,7 @@ import tyro
 import viser
 
 from fsm import FSM, ChunkRecord, ElasticConfig, StreamSession, load_checkpoint
-from fsm.cameras import interpolate_cameras, look_at, normalize_poses, smooth_trajectory
+from fsm.cameras import ClipNormalization, interpolate_cameras, look_at, smooth_trajectory
 from fsm.checkpoint import CheckpointError
 from fsm.io import Clip, ClipError
 from fsm.metrics import psnr
@@ -56,9 +56,8 @@ class ViewerApp:
         self.device = next(model.parameters()).device
         self.patch = model.config.patch
         self.lock = threading.RLock()  # the one lock around the model and the session
-        _, self.norm = normalize_poses(clip.c2w)  # clip world -> model frame, computed once
-        t = clip.times
-        self.time_span = (float(t[0]), float(t[-1]))
+        self.clip_norm = ClipNormalization.for_clip(clip.c2w, clip.times)  # clip world -> model frame, once
+        self.norm, self.time_span = self.clip_norm.poses, self.clip_norm.time_span
         self.stream = model.stream_config(frames_per_chunk=frames_per_chunk)  # the elastic panel replaces .elastic
         self.heads = tuple(model.config.heads)
         # render state shared by every browser
@@ -94,7 +93,7 @@ class ViewerApp:
     # -- streaming -----------------------------------------------------------------------------
 
     def _new_session(self) -> StreamSession:
-        return StreamSession(self.model, self.time_span, self.norm, self.stream)
+        return StreamSession(self.model, self.clip_norm, self.stream)
 
     @property
     def num_chunks(self) -> int:

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import fsm
-from fsm.cameras import PoseNormalization, look_at, normalize_poses
+from fsm.cameras import ClipNormalization, PoseNormalization, look_at, normalize_poses
 from fsm.model import FSM, Views, patchify, preset, unpatchify
+from fsm.stream import StreamSession
 
 H = W = 32
 
@@ -50,7 +51,7 @@ def test_streaming_equals_batched_forward(model):
     with torch.no_grad():
         batched = model(_views(images, c2w, K, times), _views(None, tgt_c2w, tgt_K, tgt_t), frames_per_chunk=2)["lvsm"][0]
     # identity normalisation and a [-1, 1] span: the session's frame equals the model's
-    session = model.start_stream(time_span=(-1.0, 1.0), frames_per_chunk=2)
+    session = StreamSession(model, stream=model.stream_config(frames_per_chunk=2))
     for a, b in [(0, 3), (3, 4), (4, 9)]:  # uneven feeds: chunks fill across calls
         session.feed(images[a:b], c2w[a:b], K[a:b], times[a:b])
     assert session.pending_frames == 1
@@ -62,7 +63,7 @@ def test_streaming_equals_batched_forward(model):
 
 def test_targets_render_independently(model):
     images, c2w, K, times = _clip(4)
-    session = model.start_stream(time_span=(-1.0, 1.0))
+    session = StreamSession(model)
     session.feed(images, c2w, K, times)
     tgt_c2w, tgt_K = _cameras(2, seed=7)
     both = session.render(tgt_c2w, tgt_K, torch.tensor([0.3, -0.2]), H, W)
@@ -112,7 +113,7 @@ def test_slow_weights_get_gradients_through_updates():
 
 def test_session_history_and_state(model):
     images, c2w, K, times = _clip(5)
-    session = model.start_stream(time_span=(0.0, 4.0), frames_per_chunk=2)
+    session = StreamSession(model, ClipNormalization(time_span=(0.0, 4.0)), model.stream_config(frames_per_chunk=2))
     records = session.feed(images, c2w, K, torch.arange(5.0))
     assert len(records) == 2 and session.pending_frames == 1
     rec = session.history[-1]
@@ -139,15 +140,15 @@ def test_session_pose_normalisation_is_applied(model):
     world = shift @ c2w
     world[:, :3, 3] *= 7.0
     norm_c2w, norm = normalize_poses(world)
-    a = model.start_stream((-1.0, 1.0), normalization=norm)
+    a = StreamSession(model, ClipNormalization(norm))
     a.feed(images, world, K, times)
-    b = model.start_stream((-1.0, 1.0))
+    b = StreamSession(model)
     b.feed(images, norm_c2w, K, times)
     torch.testing.assert_close(a.render(world[1], K[1], 0.0, H, W), b.render(norm_c2w[1], K[1], 0.0, H, W), rtol=1e-4, atol=1e-5)
 
 
 def test_session_rejects_bad_frames(model):
-    session = model.start_stream((0.0, 1.0))
+    session = StreamSession(model, ClipNormalization(time_span=(0.0, 1.0)))
     images, c2w, K, times = _clip(3)
     with pytest.raises(ValueError, match="3 frames but cameras"):
         session.feed(images, c2w[:2], K, times)

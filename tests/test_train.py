@@ -92,8 +92,8 @@ def test_eval_plain_lact_baseline(tmp_path, smoke_ckpt):
     rows = {r["method"]: r for r in evaluate.main(cfg)["rows"]}
     assert set(rows) == {"lvsm", "lvsm (plain LaCT)", "nearest-input"}
     model = fsm.load_checkpoint(smoke_ckpt)
-    inputs, targets, kwargs = evaluate.split_clip(load_clip(tmp_path / "c.mp4", size=32), 3)
-    pred, _ = evaluate.stream_and_render(model, inputs, targets, None, "lvsm", {**kwargs, "elastic": fsm.ElasticConfig.plain_lact()})
+    inputs, targets, clip_norm = evaluate.split_clip(load_clip(tmp_path / "c.mp4", size=32), 3)
+    pred, _ = evaluate.stream_and_render(model, inputs, targets, clip_norm, model.stream_config(elastic=fsm.ElasticConfig.plain_lact()))
     expected = psnr(pred.clamp(0, 1), targets.images[0]).mean().item()
     assert rows["lvsm (plain LaCT)"]["psnr"] == pytest.approx(expected, abs=1e-4)
 
