@@ -27,7 +27,6 @@ import time
 import traceback
 import webbrowser
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -40,6 +39,7 @@ from fsm.checkpoint import CheckpointError
 from fsm.io import Clip, ClipError
 from fsm.metrics import psnr
 from fsm_viewer import scene
+from fsm_viewer.panels import build_panels
 from fsm_viewer.paths import CameraPath, Keyframe, intrinsics_from_fov, render_path_video, snap, to_uint8
 from fsm_viewer.render_thread import ClientRenderer
 
@@ -79,8 +79,6 @@ class ViewerApp:
         server.scene.set_up_direction(tuple(scene.up_direction(self.norm)))
         self.frustums = scene.add_input_cameras(server, clip, self.norm)
         self.current = scene.show_current_camera(server, clip, self.norm, 0)
-        from fsm_viewer.panels import build_panels  # panels import this module's types
-
         notice = model.metadata.get("notice")
         if notice:  # e.g. a preview checkpoint saying how little it was trained
             server.gui.add_markdown(f"**Model:** {notice}")

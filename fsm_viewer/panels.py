@@ -33,7 +33,7 @@ import torch.nn.functional as F
 import viser
 import viser.uplot
 
-from fsm.lacet import MATRICES
+from fsm.lacet import ANCHOR_POLICIES, ESTIMATORS, MATRICES
 from fsm_viewer import scene
 from fsm_viewer.paths import CameraPath, snap
 
@@ -90,8 +90,8 @@ class StreamPanel:
         self.controls = gui.add_button_group("Stream", ("Start", "Pause", "Reset"), hint="Reset: fresh fast weights, back to frame 0")
         with gui.add_folder("Elastic memory"):
             self.plain = gui.add_checkbox("Plain LaCT", not elastic.enabled, hint="No elastic consolidation (lambda = 0)")
-            self.estimator = gui.add_dropdown("Importance", ("si", "ewc", "mas"), initial_value=elastic.estimator, hint="si: |dW (W - W*)|, ewc: dW^2, mas: |dW|")
-            self.anchor = gui.add_dropdown("Anchor", ("streaming-ema", "streaming", "global"), initial_value=elastic.anchor, hint="What the weights are pulled back to")
+            self.estimator = gui.add_dropdown("Importance", ESTIMATORS, initial_value=elastic.estimator, hint="si: |dW (W - W*)|, ewc: dW^2, mas: |dW|")
+            self.anchor = gui.add_dropdown("Anchor", ANCHOR_POLICIES, initial_value=elastic.anchor, hint="What the weights are pulled back to")
             self.lam = gui.add_slider("Lambda", 0.0, 1.0, 0.05, elastic.lam if elastic.enabled else 0.5, disabled=not elastic.enabled, hint="Strength of the pull toward the anchor")
         with gui.add_folder("Fast weights"):
             self.matrix = gui.add_dropdown("Matrix", MATRICES, initial_value="w0", hint="w0, w2: (D, Dh) gate and up; w1: (Dh, D) down")

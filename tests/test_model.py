@@ -74,6 +74,7 @@ def test_targets_render_independently(model):
 def test_lambda_zero_model_equals_plain_lact_model(model):
     """The whole model with lambda = 0 equals the same model where every layer runs lact_step."""
     from fsm import lacet
+    from tests.test_lacet import lact_step
 
     images, c2w, K, times = _clip(6)
     inputs, targets = _views(images, c2w, K, times), _views(None, *_cameras(2, seed=3), torch.tensor([0.0, 0.5]))
@@ -81,7 +82,7 @@ def test_lambda_zero_model_equals_plain_lact_model(model):
         elastic = model(inputs, targets, frames_per_chunk=2, elastic=fsm.ElasticConfig.plain_lact())["lvsm"]
         original = lacet.lacet_step
         try:
-            lacet.lacet_step = lambda s, k, v, lr, steps, cfg, with_stats=False: (lacet.lact_step(s, k, v, lr, steps), None)
+            lacet.lacet_step = lambda s, k, v, lr, steps, cfg, with_stats=False: (lact_step(s, k, v, lr, steps), None)
             plain = model(inputs, targets, frames_per_chunk=2, elastic=fsm.ElasticConfig.plain_lact())["lvsm"]
         finally:
             lacet.lacet_step = original
