@@ -167,7 +167,12 @@ class StreamSession:
         if head == "lvsm":
             image = self.model.render_lvsm(self._states, views, height, width)[0]
         else:
-            image = torch.stack([self._render_splats(views[v : v + 1], height, width) for v in range(views.num_views)])
+            g = self._decoded()  # culled as the 4DGS reference culls, clamped for display
+            image = torch.stack([
+                render_4dgs(g, views.times[0, v].item(), views.c2w[0, v], views.fxfycxcy[0, v], width, height,
+                            cull_below=MARGINAL_CULL, background=self.background, clamp=True)
+                for v in range(views.num_views)
+            ])  # fmt: skip
         return image[0] if single else image
 
     @torch.inference_mode()
@@ -189,13 +194,6 @@ class StreamSession:
             virtual = Views(*(torch.cat([getattr(v, k) for v in self._virtual], dim=1) for k in ("c2w", "fxfycxcy", "times", "images")))
             self._gaussians = self.model.decode_gaussians(self._states, virtual)[0]
         return self._gaussians
-
-    def _render_splats(self, view: Views, height: int, width: int) -> torch.Tensor:
-        """One query view (batch of one, one view) -> (3, H, W), culled as the 4DGS reference."""
-        return render_4dgs(
-            self._decoded(), view.times[0, 0].item(), view.c2w[0, 0], view.fxfycxcy[0, 0], width, height,
-            cull_below=MARGINAL_CULL, background=self.background, clamp=True,
-        )  # fmt: skip
 
     def _remember_virtual_views(self, views: Views, first_index: int) -> None:
         """Keep every `stride`-th fed frame; when over budget, drop every other kept frame and
