@@ -63,7 +63,7 @@ def worker(args: Args) -> None:
         torch.cuda.reset_peak_memory_stats(device)
     base = _peak_mb(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     chunk = args.frames_per_chunk if mode == "lacet" else n
-    session = model.start_stream((0.0, n - 1.0), frames_per_chunk=chunk)
+    session = fsm.StreamSession(model, fsm.ClipNormalization(time_span=(0.0, n - 1.0)), model.stream_config(frames_per_chunk=chunk))
     for a in range(0, n, chunk):
         session.feed(*frames(a, min(n, a + chunk)))
     session.flush()

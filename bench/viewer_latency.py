@@ -59,7 +59,7 @@ def orbit_cameras(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def bench_device(model: fsm.FSM, device: str, args: Args) -> list[tuple]:
     model = model.to(device)
-    fpc = model.config.frames_per_chunk
+    fpc = model.stream.frames_per_chunk
     rows = []
     for size in args.sizes:
         c2w, K = orbit_cameras(fpc, size)
@@ -68,7 +68,7 @@ def bench_device(model: fsm.FSM, device: str, args: Args) -> list[tuple]:
         # chunk ingest: a fresh session per chunk so every timing is the same (first-chunk) work
         ingest = []
         for i in range(args.chunks + 1):
-            session = model.start_stream(time_span=(0.0, 1.0))
+            session = fsm.StreamSession(model, fsm.ClipNormalization(time_span=(0.0, 1.0)))
             sync(device)
             t0 = time.perf_counter()
             session.feed(frames, c2w, K, times)

@@ -10,7 +10,7 @@ Conventions (shared by the whole project):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -187,6 +187,31 @@ def normalize_times(times: torch.Tensor, span: tuple[float, float]) -> torch.Ten
     if t1 <= t0:
         return torch.zeros_like(times)
     return (times - t0) / (t1 - t0) * 2.0 - 1.0
+
+
+@dataclass(frozen=True)
+class ClipNormalization:
+    """How one clip's world frame and seconds map into the model's frame: its poses normalised
+    over all its cameras, its time span [first, last] mapped to [-1, 1]. Derived once per clip
+    (for_clip) and shared by everything that streams, evaluates or fine-tunes on that clip.
+    The default is the identity: poses and times already in the model's frame."""
+
+    poses: PoseNormalization = field(default_factory=PoseNormalization.identity)
+    time_span: tuple[float, float] = (-1.0, 1.0)  # seconds
+
+    @staticmethod
+    def for_clip(c2w: torch.Tensor, times: torch.Tensor) -> "ClipNormalization":
+        """From every frame of the clip: c2w (N,4,4), times (N,) seconds."""
+        _, poses = normalize_poses(c2w)
+        return ClipNormalization(poses, (float(times[0]), float(times[-1])))
+
+    def c2w(self, c2w: torch.Tensor) -> torch.Tensor:
+        """Clip-frame cameras (...,4,4) -> the model's frame."""
+        return self.poses.c2w_to_normalized(c2w)
+
+    def times(self, times: torch.Tensor) -> torch.Tensor:
+        """Seconds (...) -> normalised time (float64; outside the span extrapolates)."""
+        return normalize_times(torch.as_tensor(times, dtype=torch.float64), self.time_span)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,12 @@
 """Checkpoints: one .pt file, loadable with torch.load(weights_only=True).
 
-    {"format": "fsm-view-checkpoint", "version": 1,
-     "config": FSMConfig.to_dict(), "state_dict": {...}, "metadata": {...}}
+    {"format": "fsm-view-checkpoint", "version": 2,
+     "config": FSMConfig.to_dict(), "stream": StreamConfig.to_dict(),
+     "state_dict": {...}, "metadata": {...}}
+
+"config" is the architecture (the weights must match it); "stream" the run settings the
+weights were trained with (chunking, elastic consolidation), the defaults for streaming them.
+Version 1 files kept both in "config"; read_checkpoint converts them (upgrade_version_1).
 
 Saving is atomic (write a temp file in the same folder, fsync, rename), so a crash mid-save
 leaves the previous file intact. Loading refuses a file that does not match, saying what differs.
@@ -15,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from fsm.model import FSM, FSMConfig
+from fsm.model import FSM, FSMConfig, StreamConfig
 
 FORMAT = "fsm-view-checkpoint"
-VERSION = 1
+VERSION = 2
 
 
 class CheckpointError(ValueError):
@@ -46,7 +51,14 @@ def save_checkpoint(path: str | Path, model: FSM, metadata: dict | None = None, 
     loader casts floating tensors back to float32."""
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save(
-        {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "state_dict": state, "metadata": metadata or {}},
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "config": model.config.to_dict(),
+            "stream": model.stream.to_dict(),
+            "state_dict": state,
+            "metadata": metadata or {},
+        },
         path,
     )
 
@@ -63,9 +75,37 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path}: not an fsm-view checkpoint (format tag {got!r}, expected {FORMAT!r})")
+    if ckpt.get("version") == 1:
+        try:
+            ckpt = upgrade_version_1(ckpt)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: version 1 checkpoint without a readable config ({type(e).__name__}: {e})") from None
     if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('version')} is not supported (this fsm-view reads version {VERSION})")
+        raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('version')} is not supported (this fsm-view reads versions 1 and {VERSION})")
     return ckpt
+
+
+def upgrade_version_1(ckpt: dict) -> dict:
+    """Version 1 -> 2, the only conversion: version 1 kept the run settings ("frames_per_chunk",
+    "elastic") inside "config"; version 2 moves them, unchanged, to "stream"."""
+    config = dict(ckpt["config"])
+    stream = {k: config.pop(k) for k in ("frames_per_chunk", "elastic") if k in config}
+    return {**ckpt, "version": 2, "config": config, "stream": stream}
+
+
+def differences(saved, expected) -> list[str]:
+    """'field: checkpoint a vs expected b' for each field where two configs of one dataclass
+    (FSMConfig or StreamConfig) differ. The one rule for what a checkpoint must match: callers
+    compare the architecture (load_checkpoint's expect=) and, to resume training, the run settings."""
+    return [f"{k}: checkpoint {v!r} vs expected {getattr(expected, k)!r}" for k, v in vars(saved).items() if v != getattr(expected, k)]
+
+
+def checkpoint_configs(path: str | Path, ckpt: dict) -> tuple[FSMConfig, StreamConfig]:
+    """The architecture and run settings a (read_checkpoint) dict describes."""
+    try:
+        return FSMConfig.from_dict(ckpt["config"]), StreamConfig.from_dict(ckpt.get("stream", {}))
+    except (TypeError, ValueError, AttributeError, KeyError) as e:
+        raise CheckpointError(f"{path}: invalid model config ({e})") from None
 
 
 def load_checkpoint(
@@ -75,25 +115,17 @@ def load_checkpoint(
 
     expect: refuse unless the checkpoint's architecture equals this config (names each field
     that differs). expect_heads: refuse unless these heads are present. model.metadata holds
-    the training metadata.
+    the training metadata; model.stream the run settings it was trained with.
     """
     ckpt = read_checkpoint(path)
-    try:
-        config = FSMConfig.from_dict(ckpt["config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: invalid model config ({e})") from None
-    if expect is not None:
-        differ = [
-            f"{k}: checkpoint {v!r} vs expected {getattr(expect, k)!r}"
-            for k, v in vars(config).items()
-            if k not in ("elastic", "frames_per_chunk") and v != getattr(expect, k)
-        ]
-        if differ:
-            raise CheckpointError(f"{path}: model does not match — " + "; ".join(differ))
+    config, stream = checkpoint_configs(path, ckpt)
+    differ = differences(config, expect) if expect is not None else []
+    if differ:
+        raise CheckpointError(f"{path}: model does not match — " + "; ".join(differ))
     missing_heads = set(expect_heads) - set(config.heads)
     if missing_heads:
         raise CheckpointError(f"{path}: has heads {list(config.heads)}, needs {sorted(missing_heads)}")
-    model = FSM(config)
+    model = FSM(config, stream)
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     own = model.state_dict()
     problems = [f"missing {k}" for k in own if k not in state]

@@ -22,16 +22,20 @@ With lambda = 0 the pull is skipped and this is exactly LaCT.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 MATRICES = ("w0", "w1", "w2")
-Estimator = Literal["ewc", "mas", "si"]
-AnchorPolicy = Literal["global", "streaming", "streaming-ema"]
+# The names of the importance estimators phi and anchor policies (paper defaults first); the
+# viewer's dropdowns and the training flags take them from here.
+Estimator = Literal["si", "ewc", "mas"]
+AnchorPolicy = Literal["streaming-ema", "streaming", "global"]
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)
+ANCHOR_POLICIES: tuple[str, ...] = get_args(AnchorPolicy)
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,6 @@ class ElasticState:
     importance: dict[str, torch.Tensor]  # F (detached)
     column_norms: dict[str, torch.Tensor]  # (B, 1, out) target norms for weight normalisation
     chunks: int = 0
-
-    def detach(self) -> "ElasticState":
-        return replace(self, weights={n: w.detach() for n, w in self.weights.items()})
 
 
 @dataclass
@@ -142,7 +143,7 @@ def importance_statistic(cfg: ElasticConfig, update: torch.Tensor, updated: torc
     elif cfg.estimator == "ewc":
         s = update.square()
     else:
-        raise ValueError(f"unknown importance estimator {cfg.estimator!r} (ewc | mas | si)")
+        raise ValueError(f"unknown importance estimator {cfg.estimator!r} ({' | '.join(ESTIMATORS)})")
     if cfg.batch_mean_importance:
         s = s.mean(0, keepdim=True).expand_as(s)
     return s
@@ -155,17 +156,7 @@ def new_anchor(cfg: ElasticConfig, anchor: torch.Tensor, weights: torch.Tensor) 
         return weights
     if cfg.anchor == "streaming-ema":
         return cfg.beta * anchor + (1 - cfg.beta) * weights
-    raise ValueError(f"unknown anchor policy {cfg.anchor!r} (global | streaming | streaming-ema)")
-
-
-def lact_step(state: ElasticState, k, v, lr, muon_steps: int) -> ElasticState:
-    """Plain LaCT on one chunk: update, then weight normalisation. No elastic code at all."""
-    descent = swiglu_descent(state.weights, k, v, lr)
-    weights = {}
-    for n in MATRICES:
-        d = newton_schulz(descent[n], muon_steps) if muon_steps > 0 else descent[n]
-        weights[n] = renormalize_columns(state.weights[n] + d, state.column_norms[n])
-    return replace(state, weights=weights, chunks=state.chunks + 1)
+    raise ValueError(f"unknown anchor policy {cfg.anchor!r} ({' | '.join(ANCHOR_POLICIES)})")
 
 
 def lacet_step(

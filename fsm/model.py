@@ -10,7 +10,7 @@ Data flow for one clip (B clips in a batch):
                  per pixel --> pixel-aligned 4D Gaussians --> slice at the target time, rasterize
 
 T = (H/p)(W/p) tokens per view. Target views never see each other, so they can be rendered
-one at a time, and the same chunk loop serves training (forward) and streaming (StreamSession).
+one at a time, and the same chunk loop serves training (forward) and streaming (fsm.stream.StreamSession).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fsm.cameras import pixel_rays, plucker_rays
-from fsm.gaussians import RAW_DIM, Gaussians4D, activate_gaussians, slice_4dgs
+from fsm.gaussians import RAW_DIM, Gaussians4D, activate_gaussians
 from fsm.lacet import ElasticConfig, ElasticState, FastWeightLayer, UpdateStats
 from fsm.geohead import GeoGaussianHead, frame_spacing
 from fsm.patches import patchify, unpatchify
 from fsm.planesweep import chunk_groups, plane_sweep_cost
-from fsm.raster import rasterize
+from fsm.splat import render_4dgs
 
 HEADS = ("lvsm", "4dgs")  # decoding heads a config may ask for
 GS_HEADS = ("paper", "geo")  # designs of the 4DGS head
@@ -35,7 +35,7 @@ GS_HEADS = ("paper", "geo")  # designs of the 4DGS head
 
 @dataclass(frozen=True)
 class FSMConfig:
-    """Architecture + default inference chunking. A checkpoint stores this; it rebuilds the model."""
+    """The architecture: what a checkpoint's weights must match. It rebuilds the model."""
 
     preset: str = "custom"
     dim: int = 768  # token width D
@@ -46,7 +46,6 @@ class FSMConfig:
     patch: int = 8
     muon_steps: int = 5  # Newton-Schulz steps per update; 0 = plain gradient step
     base_lr: float = 0.01  # fast-weight learning rate at zero logit (softplus head bias)
-    frames_per_chunk: int = 8  # fast-weight chunk, in whole frames (2048 tokens at 128x128)
     heads: tuple[str, ...] = ("lvsm",)
     gs_near: float = 0.01  # 4DGS depth range along each pixel ray (paper Sec. 3.1), scene units
     gs_far: float = 100.0
@@ -54,8 +53,8 @@ class FSMConfig:
     # geometry-grounded head of fsm/geohead.py (input colour + residual, plane-sweep depth).
     gs_head: str = "paper"
     gs_planes: int = 32  # geo: depth planes of the plane sweep (log-spaced in [gs_near, gs_far])
-    gs_frames: int = 1  # geo: a render at time t uses the Gaussians of this many nearest input frames
-    elastic: ElasticConfig = field(default_factory=ElasticConfig)
+    gs_front: int = 1  # geo: a render at time t shows the Gaussians of the frame(s) nearest t ...
+    gs_fill: int = 4  # ... over those of the next nearest frames, which fill its holes
 
     def __post_init__(self):
         if self.dim % self.attn_heads:
@@ -73,25 +72,60 @@ class FSMConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "FSMConfig":
-        known = {f.name for f in fields(FSMConfig)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}")
+        _check_keys(FSMConfig, d)
         d = dict(d)
-        if "elastic" in d:
-            d["elastic"] = ElasticConfig(**d["elastic"])
         if "heads" in d:
             d["heads"] = tuple(d["heads"])
         return FSMConfig(**d)
 
 
+@dataclass(frozen=True)
+class StreamConfig:
+    """How a clip is run through the fast weights: settings of a run, not of the architecture.
+
+    The same weights stream with any of them. A checkpoint stores the ones it was trained with
+    (model.stream); they are the defaults, and FSM.stream_config is the one place overrides
+    are applied."""
+
+    frames_per_chunk: int = 8  # fast-weight chunk, in whole frames (2048 tokens at 128x128)
+    elastic: ElasticConfig = field(default_factory=ElasticConfig)
+    max_virtual_views: int = 16  # 4DGS head: fed frames kept (evenly spread) to re-query as virtual views
+
+    def __post_init__(self):
+        if self.frames_per_chunk < 1:
+            raise ValueError(f"frames_per_chunk must be >= 1, got {self.frames_per_chunk}")
+        if self.max_virtual_views < 1:
+            raise ValueError(f"max_virtual_views must be >= 1, got {self.max_virtual_views}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "StreamConfig":
+        _check_keys(StreamConfig, d)
+        d = dict(d)
+        if "elastic" in d:
+            d["elastic"] = ElasticConfig(**d["elastic"])
+        return StreamConfig(**d)
+
+
+def _check_keys(cls, d: dict) -> None:
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}")
+
+
 PRESETS: dict[str, FSMConfig] = {
     # unit tests: a forward pass in milliseconds on CPU
-    "tiny": FSMConfig(preset="tiny", dim=64, depth=2, attn_heads=2, fw_hidden=128, ffn_hidden=256, frames_per_chunk=2),
+    "tiny": FSMConfig(preset="tiny", dim=64, depth=2, attn_heads=2, fw_hidden=128, ffn_hidden=256),
     # the shipped model, sized by measurement on a 2-core CPU (see bench/ and README)
     "small": FSMConfig(preset="small", dim=256, depth=8, attn_heads=4, fw_hidden=512, ffn_hidden=1024),
     # the paper's (App. A.2)
     "base": FSMConfig(preset="base", dim=768, depth=24, attn_heads=12, fw_hidden=1536, ffn_hidden=3072),
+}
+# Run settings a preset starts with when they differ from StreamConfig's defaults.
+PRESET_STREAMS: dict[str, StreamConfig] = {
+    "tiny": StreamConfig(frames_per_chunk=2),  # tests: a few frames still make several chunks
 }
 
 
@@ -234,32 +268,20 @@ class GaussianHead(nn.Module):
 
 
 def render_gaussians(
-    g: Gaussians4D, targets: Views, height: int, width: int, frame_times: torch.Tensor | None = None, frames: int | None = None
+    g: Gaussians4D, targets: Views, height: int, width: int, frame_times: torch.Tensor | None = None, front: int = 1, fill: int = 0
 ) -> torch.Tensor:
-    """Slice each scene's Gaussians (B, N) at every target's time and rasterize: (B, V, 3, H, W).
+    """Each scene's Gaussians (B, N) seen by every target view: (B, V, 3, H, W), uncull'd (training).
 
-    frames: use only the Gaussians of the `frames` input frames nearest each target's time
-    (N = V_in * pixels, in frame order; frame_times (B, V_in)); None = all of them.
-    """
+    frame_times (B, V_in): the Gaussians are laid out frame by frame (N = V_in * pixels) and a
+    target at time t shows the `front` frames nearest t over the next `fill` (fsm.splat.render_4dgs)."""
     B, V = targets.c2w.shape[:2]
-    images = []
-    for b in range(B):
-        scene = g[b]
-        for v in range(V):
-            t = targets.times[b, v]
-            part = scene if frames is None else nearest_frames(scene, frame_times[b], t, frames)
-            g3 = slice_4dgs(part, t)
-            images.append(rasterize(g3.means, g3.covariances, g3.rgb, g3.opacities, targets.c2w[b, v], targets.fxfycxcy[b, v], width, height).rgb)
+    images = [
+        render_4dgs(g[b], targets.times[b, v], targets.c2w[b, v], targets.fxfycxcy[b, v], width, height,
+                    frame_times=None if frame_times is None else frame_times[b], front=front, fill=fill)  # fmt: skip
+        for b in range(B)
+        for v in range(V)
+    ]
     return torch.stack(images).reshape(B, V, 3, height, width)
-
-
-def nearest_frames(g: Gaussians4D, frame_times: torch.Tensor, t, k: int) -> Gaussians4D:
-    """The Gaussians (N = V * pixels, in frame order) of the k frames whose times (V,) are nearest t."""
-    V = frame_times.shape[0]
-    pick = (frame_times - t).abs().argsort(stable=True)[: min(k, V)]
-    per_frame = g.mean_t.shape[-1] // V
-    idx = (pick[:, None] * per_frame + torch.arange(per_frame, device=pick.device)).reshape(-1)
-    return g[idx]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,9 +289,10 @@ def nearest_frames(g: Gaussians4D, frame_times: torch.Tensor, t, k: int) -> Gaus
 
 
 class FSM(nn.Module):
-    def __init__(self, config: FSMConfig):
+    def __init__(self, config: FSMConfig, stream: StreamConfig | None = None):
         super().__init__()
         self.config = config
+        self.stream = stream if stream is not None else StreamConfig()  # run defaults; see stream_config
         self.metadata: dict = {}  # training metadata, filled by fsm.load_checkpoint
         self.tokenizer = Tokenizer(config.dim, config.patch)
         self.blocks = nn.ModuleList(LaCETBlock(config) for _ in range(config.depth))
@@ -281,13 +304,19 @@ class FSM(nn.Module):
             self.gaussian_head = GeoGaussianHead(config.dim, config.patch, config.gs_planes, config.gs_near, config.gs_far)
 
     @staticmethod
-    def from_preset(name: str, **overrides) -> "FSM":
-        return FSM(preset(name, **overrides))
+    def from_preset(name: str, stream: StreamConfig | None = None, **overrides) -> "FSM":
+        return FSM(preset(name, **overrides), stream if stream is not None else PRESET_STREAMS.get(name))
+
+    def stream_config(self, base: StreamConfig | None = None, **overrides) -> StreamConfig:
+        """The run settings to use: `base` (default: this model's, self.stream) with every
+        override that is not None applied. The one place run-setting defaults are resolved."""
+        base = self.stream if base is None else base
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     # -- the memory ------------------------------------------------------------------------
 
     def init_states(self, batch: int, elastic: ElasticConfig | None = None) -> list[ElasticState]:
-        elastic = elastic or self.config.elastic
+        elastic = self.stream_config(elastic=elastic).elastic
         return [blk.fw.init_state(batch, elastic) for blk in self.blocks]
 
     def ingest(
@@ -296,7 +325,7 @@ class FSM(nn.Module):
         """Update every layer's fast weights with one chunk of input views (images required)."""
         if chunk.images is None:
             raise ValueError("input views need images")
-        elastic = elastic or self.config.elastic
+        elastic = self.stream_config(elastic=elastic).elastic
         H, W = chunk.images.shape[-2:]
         x = self.tokenizer(chunk, H, W)
         new_states, stats = [], []
@@ -333,7 +362,7 @@ class FSM(nn.Module):
         if self.config.gs_head == "paper":
             return self.gaussian_head(tokens, virtual_views, H, W)
         v = virtual_views
-        groups = groups or chunk_groups(v.num_views, self.config.frames_per_chunk)
+        groups = groups or chunk_groups(v.num_views, self.stream.frames_per_chunk)
         planes = self.gaussian_head.planes
         cost = torch.stack([plane_sweep_cost(v.images[b], v.c2w[b], v.fxfycxcy[b], groups, planes) for b in range(v.c2w.shape[0])])
         gap = frame_spacing(v.times, groups)
@@ -357,21 +386,24 @@ class FSM(nn.Module):
         The same chunk loop as StreamSession, so a streamed clip equals this batched pass.
         """
         heads = heads or self.config.heads
-        fpc = frames_per_chunk or self.config.frames_per_chunk
         if "depth" in heads and "4dgs" not in heads:
             heads = (*heads, "4dgs")
+        run = self.stream_config(frames_per_chunk=frames_per_chunk, elastic=elastic)
+        fpc = run.frames_per_chunk
         H, W = inputs.images.shape[-2:]
-        states = self.init_states(inputs.c2w.shape[0], elastic)
+        states = self.init_states(inputs.c2w.shape[0], run.elastic)
         for start in range(0, inputs.num_views, fpc):
-            states, _ = self.ingest(states, inputs[start : start + fpc], elastic)
+            states, _ = self.ingest(states, inputs[start : start + fpc], run.elastic)
         out = {}
         for head in heads:
             if head == "lvsm":
                 out[head] = self.render_lvsm(states, targets, H, W)
             elif head == "4dgs":
                 g = self.decode_gaussians(states, inputs, chunk_groups(inputs.num_views, fpc))
-                frames = self.config.gs_frames if self.config.gs_head == "geo" else None
-                out[head] = render_gaussians(g, targets, H, W, inputs.times, frames)
+                if self.config.gs_head == "geo":
+                    out[head] = render_gaussians(g, targets, H, W, inputs.times, self.config.gs_front, self.config.gs_fill)
+                else:
+                    out[head] = render_gaussians(g, targets, H, W)
                 if "depth" in heads:  # distance of each pixel's Gaussian along its ray: (B, V_in, H, W)
                     origins = inputs.c2w[:, :, None, :3, 3].expand(-1, -1, H * W, -1).reshape(g.means_xyz.shape)
                     out["depth"] = (g.means_xyz - origins).norm(dim=-1).reshape(*inputs.c2w.shape[:2], H, W)
@@ -380,12 +412,6 @@ class FSM(nn.Module):
             else:
                 raise ValueError(f"unknown head {head!r}; this model has {self.config.heads}")
         return out
-
-    def start_stream(self, time_span: tuple[float, float], **kwargs):
-        """A fresh StreamSession over this model (see fsm.stream.StreamSession for the options)."""
-        from fsm.stream import StreamSession
-
-        return StreamSession(self, time_span=time_span, **kwargs)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -3,7 +3,7 @@
 This is the public API the viewer and scripts use:
 
     model = fsm.load_checkpoint(path, device="cpu")
-    session = model.start_stream(time_span=(t0, t1), normalization=norm)
+    session = StreamSession.for_clip(model, clip)           # or StreamSession(model, clip_norm, stream)
     records = session.feed(images, c2w, fxfycxcy, times)   # whole chunks are processed as they fill
     session.flush()                                         # process the partial tail, if any
     image = session.render(c2w, fxfycxcy, time, height, width)     # head="4dgs" with that head
@@ -12,7 +12,7 @@ This is the public API the viewer and scripts use:
     session.state(layer)                                    # that layer's ElasticState
 
 Cameras and times are given in the clip's own world frame and seconds; the session maps them
-into the model's frame with the PoseNormalization and time span it was started with.
+into the model's frame with its ClipNormalization (pose normalisation + time span).
 """
 
 from __future__ import annotations
@@ -22,14 +22,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from fsm.cameras import PoseNormalization, normalize_times
-from fsm.gaussians import Gaussians3D, Gaussians4D, slice_4dgs
+from fsm.cameras import ClipNormalization
+from fsm.gaussians import Gaussians3D, Gaussians4D
 from fsm.lacet import ElasticConfig, ElasticState, UpdateStats
-from fsm.model import FSM, Views
-from fsm.raster import ALPHA_MIN, rasterize
-
-# The 4DGS reference culls Gaussians whose temporal marginal is <= 0.05 at render time.
-MARGINAL_CULL = 0.05
+from fsm.model import FSM, StreamConfig, Views
+from fsm.splat import MARGINAL_CULL, render_4dgs, slice_visible
 
 
 @dataclass
@@ -51,25 +48,17 @@ class StreamSession:
     def __init__(
         self,
         model: FSM,
-        time_span: tuple[float, float],
-        frames_per_chunk: int | None = None,
-        elastic: ElasticConfig | None = None,
-        normalization: PoseNormalization | None = None,
-        max_virtual_views: int = 16,
+        clip_norm: ClipNormalization | None = None,
+        stream: StreamConfig | None = None,
         background: tuple[float, float, float] = (0.0, 0.0, 0.0),
     ):
-        """time_span: seconds mapped to [-1, 1]. normalization: clip world -> model frame
-        (fsm.cameras.normalize_poses over the clip's cameras; identity if the poses already are).
-        max_virtual_views: 4DGS head only — how many fed frames (evenly spread over the clip)
-        are kept to be re-queried as virtual views; memory stays bounded in clip length.
+        """clip_norm: the clip's world frame and seconds -> the model's (default: identity, times
+        already in [-1, 1]; for a clip use StreamSession.for_clip). stream: chunking, elastic
+        settings, 4DGS virtual-view budget (default: the model's, model.stream).
         background: 4DGS head's render background colour."""
         self.model = model
-        self.time_span = (float(time_span[0]), float(time_span[1]))
-        self.frames_per_chunk = int(frames_per_chunk or model.config.frames_per_chunk)
-        if self.frames_per_chunk < 1:
-            raise ValueError(f"frames_per_chunk must be >= 1, got {self.frames_per_chunk}")
-        self.elastic = elastic or model.config.elastic
-        self.normalization = normalization or PoseNormalization.identity()
+        self.clip_norm = clip_norm if clip_norm is not None else ClipNormalization()
+        self.stream = model.stream_config(stream)
         self.device = next(model.parameters()).device
         self.history: list[ChunkRecord] = []
         self.frames_ingested = 0
@@ -77,7 +66,6 @@ class StreamSession:
         self._pending: list[tuple[torch.Tensor, ...]] = []  # frames waiting for a full chunk
         # 4DGS head: a bounded, evenly strided subset of the fed frames (model frame), re-queried
         # as virtual views; the decoded Gaussians are cached until the next chunk.
-        self.max_virtual_views = max_virtual_views
         self.background = torch.tensor(background, dtype=torch.float32, device=self.device)
         self._virtual: list[Views] = []
         self._virtual_stride = 1
@@ -85,7 +73,21 @@ class StreamSession:
         with torch.inference_mode():
             self._states = model.init_states(1, self.elastic)
 
+    @staticmethod
+    def for_clip(model: FSM, clip, stream: StreamConfig | None = None, background=(0.0, 0.0, 0.0)) -> "StreamSession":
+        """A session for a clip (anything with c2w (N,4,4) and times (N,), e.g. fsm.io.Clip): poses
+        normalised over all its cameras, its [first, last] time mapped to [-1, 1]."""
+        return StreamSession(model, ClipNormalization.for_clip(clip.c2w, clip.times), stream, background)
+
     # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def frames_per_chunk(self) -> int:
+        return self.stream.frames_per_chunk
+
+    @property
+    def elastic(self) -> ElasticConfig:
+        return self.stream.elastic
 
     @property
     def num_layers(self) -> int:
@@ -165,7 +167,12 @@ class StreamSession:
         if head == "lvsm":
             image = self.model.render_lvsm(self._states, views, height, width)[0]
         else:
-            image = torch.stack([self._render_splats(views[v : v + 1], height, width) for v in range(views.num_views)])
+            g = self._decoded()  # culled as the 4DGS reference culls, clamped for display
+            image = torch.stack([
+                render_4dgs(g, views.times[0, v].item(), views.c2w[0, v], views.fxfycxcy[0, v], width, height,
+                            cull_below=MARGINAL_CULL, background=self.background, clamp=True)
+                for v in range(views.num_views)
+            ])  # fmt: skip
         return image[0] if single else image
 
     @torch.inference_mode()
@@ -173,28 +180,20 @@ class StreamSession:
         """4DGS head: the scene's 3D Gaussians at `time` (seconds), in the clip's world frame.
 
         Gaussians whose temporal marginal is below `prune_below` or whose opacity cannot reach
-        the rasterizer's alpha threshold are dropped."""
-        t = normalize_times(torch.tensor([float(time)], dtype=torch.float64), self.time_span).item()
-        g = self._sliced(t, prune_below)
-        n = self.normalization
+        the rasterizer's alpha threshold are dropped (fsm.splat.slice_visible)."""
+        t = self.clip_norm.times(torch.tensor([float(time)], dtype=torch.float64)).item()
+        g = slice_visible(self._decoded(), t, prune_below)
+        n = self.clip_norm.poses
         return Gaussians3D(n.points_to_world(g.means), n.covariances_to_world(g.covariances), g.rgb, g.opacities)
 
-    def _sliced(self, t_norm: float, prune_below: float) -> Gaussians3D:
+    def _decoded(self) -> Gaussians4D:
+        """The scene's 4D Gaussians (N,) from the virtual views, decoded once per chunk."""
         if self._gaussians is None:
             if not self._virtual:
                 raise ValueError("the 4DGS head needs at least one ingested chunk (feed frames first)")
             virtual = Views(*(torch.cat([getattr(v, k) for v in self._virtual], dim=1) for k in ("c2w", "fxfycxcy", "times", "images")))
-            g = self.model.decode_gaussians(self._states, virtual)
-            self._gaussians = Gaussians4D(**{k: v[0] for k, v in vars(g).items()})
-        g3 = slice_4dgs(self._gaussians, t_norm, prune_below=prune_below)
-        keep = g3.opacities >= ALPHA_MIN  # could never reach the alpha threshold: exact to drop
-        return Gaussians3D(g3.means[keep], g3.covariances[keep], g3.rgb[keep], g3.opacities[keep])
-
-    def _render_splats(self, view: Views, height: int, width: int) -> torch.Tensor:
-        """One query view (batch of one, one view) -> (3, H, W) from the sliced Gaussians."""
-        g = self._sliced(view.times[0, 0].item(), MARGINAL_CULL)
-        out = rasterize(g.means, g.covariances, g.rgb, g.opacities, view.c2w[0, 0], view.fxfycxcy[0, 0], width, height, self.background)
-        return out.rgb.clamp(0, 1)
+            self._gaussians = self.model.decode_gaussians(self._states, virtual)[0]
+        return self._gaussians
 
     def _remember_virtual_views(self, views: Views, first_index: int) -> None:
         """Keep every `stride`-th fed frame; when over budget, drop every other kept frame and
@@ -202,7 +201,7 @@ class StreamSession:
         for i in range(views.num_views):
             if (first_index + i) % self._virtual_stride == 0:
                 self._virtual.append(views[i : i + 1])
-            while len(self._virtual) > self.max_virtual_views:
+            while len(self._virtual) > self.stream.max_virtual_views:
                 self._virtual = self._virtual[::2]
                 self._virtual_stride *= 2
 
@@ -210,9 +209,9 @@ class StreamSession:
 
     def _views(self, c2w, fxfycxcy, times, images=None) -> Views:
         """Clip-frame tensors of one clip -> a batch-of-one Views in the model's frame."""
-        t = normalize_times(times.to(torch.float64), self.time_span).to(torch.float32)
+        t = self.clip_norm.times(times).to(torch.float32)
         return Views(
-            c2w=self.normalization.c2w_to_normalized(c2w)[None],
+            c2w=self.clip_norm.c2w(c2w)[None],
             fxfycxcy=fxfycxcy[None],
             times=t.to(self.device)[None],
             images=None if images is None else images[None],

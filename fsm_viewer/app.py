@@ -27,7 +27,6 @@ import time
 import traceback
 import webbrowser
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -35,11 +34,12 @@ import tyro
 import viser
 
 from fsm import FSM, ChunkRecord, ElasticConfig, StreamSession, load_checkpoint
-from fsm.cameras import interpolate_cameras, look_at, normalize_poses, smooth_trajectory
+from fsm.cameras import ClipNormalization, interpolate_cameras, look_at, smooth_trajectory
 from fsm.checkpoint import CheckpointError
 from fsm.io import Clip, ClipError
 from fsm.metrics import psnr
 from fsm_viewer import scene
+from fsm_viewer.panels import build_panels
 from fsm_viewer.paths import CameraPath, Keyframe, intrinsics_from_fov, render_path_video, snap, to_uint8
 from fsm_viewer.render_thread import ClientRenderer
 
@@ -56,11 +56,9 @@ class ViewerApp:
         self.device = next(model.parameters()).device
         self.patch = model.config.patch
         self.lock = threading.RLock()  # the one lock around the model and the session
-        _, self.norm = normalize_poses(clip.c2w)  # clip world -> model frame, computed once
-        t = clip.times
-        self.time_span = (float(t[0]), float(t[-1]))
-        self.frames_per_chunk = int(frames_per_chunk or model.config.frames_per_chunk)
-        self.elastic = model.config.elastic
+        self.clip_norm = ClipNormalization.for_clip(clip.c2w, clip.times)  # clip world -> model frame, once
+        self.norm, self.time_span = self.clip_norm.poses, self.clip_norm.time_span
+        self.stream = model.stream_config(frames_per_chunk=frames_per_chunk)  # the elastic panel replaces .elastic
         self.heads = tuple(model.config.heads)
         # render state shared by every browser
         self.time = self.time_span[0]
@@ -81,8 +79,6 @@ class ViewerApp:
         server.scene.set_up_direction(tuple(scene.up_direction(self.norm)))
         self.frustums = scene.add_input_cameras(server, clip, self.norm)
         self.current = scene.show_current_camera(server, clip, self.norm, 0)
-        from fsm_viewer.panels import build_panels  # panels import this module's types
-
         notice = model.metadata.get("notice")
         if notice:  # e.g. a preview checkpoint saying how little it was trained
             server.gui.add_markdown(f"**Model:** {notice}")
@@ -95,13 +91,11 @@ class ViewerApp:
     # -- streaming -----------------------------------------------------------------------------
 
     def _new_session(self) -> StreamSession:
-        return self.model.start_stream(
-            time_span=self.time_span, frames_per_chunk=self.frames_per_chunk, elastic=self.elastic, normalization=self.norm
-        )
+        return StreamSession(self.model, self.clip_norm, self.stream)
 
     @property
     def num_chunks(self) -> int:
-        return math.ceil(len(self.clip) / self.frames_per_chunk)
+        return math.ceil(len(self.clip) / self.stream.frames_per_chunk)
 
     @property
     def done(self) -> bool:
@@ -121,7 +115,7 @@ class ViewerApp:
         """A fresh memory (optionally with new elastic settings); streaming starts again from frame 0."""
         with self.lock:
             if elastic is not None:
-                self.elastic = elastic
+                self.stream = dataclasses.replace(self.stream, elastic=elastic)
             self.session = self._new_session()
             self.next_frame = 0
             self.last_record = None
@@ -132,7 +126,7 @@ class ViewerApp:
         with self.lock:
             if self.done:
                 return None
-            a, b = self.next_frame, min(self.next_frame + self.frames_per_chunk, len(self.clip))
+            a, b = self.next_frame, min(self.next_frame + self.stream.frames_per_chunk, len(self.clip))
             c = self.clip
             records = self.session.feed(c.frames[a:b], c.c2w[a:b], c.fxfycxcy[a:b], c.times[a:b])
             if b == len(c) and self.session.pending_frames:

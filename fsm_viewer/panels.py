@@ -33,7 +33,7 @@ import torch.nn.functional as F
 import viser
 import viser.uplot
 
-from fsm.lacet import MATRICES
+from fsm.lacet import ANCHOR_POLICIES, ESTIMATORS, MATRICES
 from fsm_viewer import scene
 from fsm_viewer.paths import CameraPath, snap
 
@@ -84,14 +84,14 @@ class StreamPanel:
     def __init__(self, app):
         self.app = app
         gui = app.server.gui
-        elastic = app.elastic
+        elastic = app.stream.elastic
         self.status = gui.add_markdown("")
         self.progress = gui.add_progress_bar(0.0)
         self.controls = gui.add_button_group("Stream", ("Start", "Pause", "Reset"), hint="Reset: fresh fast weights, back to frame 0")
         with gui.add_folder("Elastic memory"):
             self.plain = gui.add_checkbox("Plain LaCT", not elastic.enabled, hint="No elastic consolidation (lambda = 0)")
-            self.estimator = gui.add_dropdown("Importance", ("si", "ewc", "mas"), initial_value=elastic.estimator, hint="si: |dW (W - W*)|, ewc: dW^2, mas: |dW|")
-            self.anchor = gui.add_dropdown("Anchor", ("streaming-ema", "streaming", "global"), initial_value=elastic.anchor, hint="What the weights are pulled back to")
+            self.estimator = gui.add_dropdown("Importance", ESTIMATORS, initial_value=elastic.estimator, hint="si: |dW (W - W*)|, ewc: dW^2, mas: |dW|")
+            self.anchor = gui.add_dropdown("Anchor", ANCHOR_POLICIES, initial_value=elastic.anchor, hint="What the weights are pulled back to")
             self.lam = gui.add_slider("Lambda", 0.0, 1.0, 0.05, elastic.lam if elastic.enabled else 0.5, disabled=not elastic.enabled, hint="Strength of the pull toward the anchor")
         with gui.add_folder("Fast weights"):
             self.matrix = gui.add_dropdown("Matrix", MATRICES, initial_value="w0", hint="w0, w2: (D, Dh) gate and up; w1: (Dh, D) down")
@@ -118,7 +118,7 @@ class StreamPanel:
 
     def elastic_config(self):
         lam = 0.0 if self.plain.value else float(self.lam.value)
-        return dataclasses.replace(self.app.elastic, lam=lam, estimator=self.estimator.value, anchor=self.anchor.value)
+        return dataclasses.replace(self.app.stream.elastic, lam=lam, estimator=self.estimator.value, anchor=self.anchor.value)
 
     def _elastic_changed(self, _):
         self.lam.disabled = self.plain.value
@@ -137,7 +137,7 @@ class StreamPanel:
 
         # status and progress
         if not history:
-            self.status.content = f"**Ready.** {N} frames in {app.num_chunks} chunks of {app.frames_per_chunk}. Press Start."
+            self.status.content = f"**Ready.** {N} frames in {app.num_chunks} chunks of {app.stream.frames_per_chunk}. Press Start."
         else:
             last = history[-1]
             rate = sum(r.frames for r in history) / max(sum(r.seconds for r in history), 1e-9)

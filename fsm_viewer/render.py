@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tyro
 
-from fsm.cameras import normalize_poses
+from fsm.stream import StreamSession
 from fsm_viewer.app import ClipArgs, fail, load_inputs
 from fsm_viewer.paths import CameraPath, PathError, render_path_video
 
@@ -41,10 +41,7 @@ def run(args: Args) -> int:
     head = args.head or model.config.heads[0]
     if head not in model.config.heads:
         fail(f"--head {head!r}: {args.ckpt} has heads {list(model.config.heads)}")
-    _, norm = normalize_poses(clip.c2w)
-    session = model.start_stream(
-        time_span=(float(clip.times[0]), float(clip.times[-1])), frames_per_chunk=args.frames_per_chunk, normalization=norm
-    )
+    session = StreamSession.for_clip(model, clip, model.stream_config(frames_per_chunk=args.frames_per_chunk))
     session.feed(clip.frames, clip.c2w, clip.fxfycxcy, clip.times)
     session.flush()
     render = lambda c2w, K, t, H, W: session.render(c2w, K, t, H, W, head=head).float().cpu()

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from fsm.cameras import normalize_poses
+from fsm.cameras import ClipNormalization, normalize_poses
 from fsm.gaussians import slice_4dgs
 from fsm.model import FSM, render_gaussians
 from fsm.raster import ALPHA_MIN
+from fsm.stream import StreamSession
 
 from tests.test_model import _cameras, _clip, _views
 
@@ -42,7 +43,7 @@ def test_training_forward_reaches_every_head_parameter():
 def test_stream_gaussians_equal_batched_decode(model):
     images, c2w, K, times = _small_clip(6)
     inputs = _views(images, c2w, K, times)
-    session = model.start_stream((-1.0, 1.0), frames_per_chunk=2, max_virtual_views=6)
+    session = StreamSession(model, stream=model.stream_config(frames_per_chunk=2, max_virtual_views=6))
     session.feed(images, c2w, K, times)
     with torch.no_grad():
         states = model.init_states(1)
@@ -70,9 +71,9 @@ def test_gaussians_are_reported_in_the_clip_world_frame(model):
     world = c2w.clone()
     world[:, :3, 3] = world[:, :3, 3] * 5 + torch.tensor([3.0, -2.0, 1.0])
     norm_c2w, norm = normalize_poses(world)
-    a = model.start_stream((-1.0, 1.0), normalization=norm)
+    a = StreamSession(model, ClipNormalization(norm))
     a.feed(images, world, K, times)
-    b = model.start_stream((-1.0, 1.0))
+    b = StreamSession(model)
     b.feed(images, norm_c2w, K, times)
     ga, gb = a.gaussians(0.0), b.gaussians(0.0)
     torch.testing.assert_close(ga.means, norm.points_to_world(gb.means), rtol=1e-4, atol=1e-4)
@@ -80,7 +81,7 @@ def test_gaussians_are_reported_in_the_clip_world_frame(model):
 
 
 def test_virtual_views_stay_bounded_and_spread(model):
-    session = model.start_stream((0.0, 39.0), frames_per_chunk=4, max_virtual_views=8)
+    session = StreamSession(model, ClipNormalization(time_span=(0.0, 39.0)), model.stream_config(frames_per_chunk=4, max_virtual_views=8))
     images, c2w, K, _ = _small_clip(40)
     session.feed(images, c2w, K, torch.arange(40.0))
     kept = [round((v.times.item() + 1) / 2 * 39) for v in session._virtual]
@@ -90,9 +91,9 @@ def test_virtual_views_stay_bounded_and_spread(model):
 
 def test_head_errors(model):
     lvsm_only = FSM.from_preset("tiny").eval()
-    s = lvsm_only.start_stream((0.0, 1.0))
+    s = StreamSession(lvsm_only, ClipNormalization(time_span=(0.0, 1.0)))
     with pytest.raises(ValueError, match="unknown head '4dgs'"):
         s.render(torch.eye(4), torch.tensor([10.0, 10, 8, 8]), 0.0, H, W, head="4dgs")
-    fresh = model.start_stream((0.0, 1.0))
+    fresh = StreamSession(model, ClipNormalization(time_span=(0.0, 1.0)))
     with pytest.raises(ValueError, match="needs at least one ingested chunk"):
         fresh.gaussians(0.5)

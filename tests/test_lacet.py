@@ -1,13 +1,29 @@
 """The fast-weight layer: closed-form update vs autograd, Muon, weight norm, elastic consolidation."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from fsm import lacet
-from fsm.lacet import ElasticConfig, FastWeightLayer, lact_step, lacet_step, newton_schulz, swiglu_apply, swiglu_descent
+from fsm.lacet import (
+    MATRICES, ElasticConfig, ElasticState, FastWeightLayer, lacet_step, newton_schulz, renormalize_columns, swiglu_apply,
+    swiglu_descent,
+)
 
 D, DH, N = 6, 10, 7
+
+
+def lact_step(state: ElasticState, k, v, lr, muon_steps: int) -> ElasticState:
+    """Reference: plain LaCT on one chunk (update, then weight normalisation), written without
+    any elastic code, which lacet_step with lambda = 0 must equal exactly."""
+    descent = swiglu_descent(state.weights, k, v, lr)
+    weights = {}
+    for n in MATRICES:
+        d = newton_schulz(descent[n], muon_steps) if muon_steps > 0 else descent[n]
+        weights[n] = renormalize_columns(state.weights[n] + d, state.column_norms[n])
+    return replace(state, weights=weights, chunks=state.chunks + 1)
 
 
 def _weights(batch=2, dtype=torch.float64, seed=0):

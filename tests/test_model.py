@@ -1,11 +1,14 @@
 """The FSM model, streaming exactness and checkpoints."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 import fsm
-from fsm.cameras import PoseNormalization, look_at, normalize_poses
+from fsm.cameras import ClipNormalization, PoseNormalization, look_at, normalize_poses
 from fsm.model import FSM, Views, patchify, preset, unpatchify
+from fsm.stream import StreamSession
 
 H = W = 32
 
@@ -48,7 +51,7 @@ def test_streaming_equals_batched_forward(model):
     with torch.no_grad():
         batched = model(_views(images, c2w, K, times), _views(None, tgt_c2w, tgt_K, tgt_t), frames_per_chunk=2)["lvsm"][0]
     # identity normalisation and a [-1, 1] span: the session's frame equals the model's
-    session = model.start_stream(time_span=(-1.0, 1.0), frames_per_chunk=2)
+    session = StreamSession(model, stream=model.stream_config(frames_per_chunk=2))
     for a, b in [(0, 3), (3, 4), (4, 9)]:  # uneven feeds: chunks fill across calls
         session.feed(images[a:b], c2w[a:b], K[a:b], times[a:b])
     assert session.pending_frames == 1
@@ -60,7 +63,7 @@ def test_streaming_equals_batched_forward(model):
 
 def test_targets_render_independently(model):
     images, c2w, K, times = _clip(4)
-    session = model.start_stream(time_span=(-1.0, 1.0))
+    session = StreamSession(model)
     session.feed(images, c2w, K, times)
     tgt_c2w, tgt_K = _cameras(2, seed=7)
     both = session.render(tgt_c2w, tgt_K, torch.tensor([0.3, -0.2]), H, W)
@@ -71,6 +74,7 @@ def test_targets_render_independently(model):
 def test_lambda_zero_model_equals_plain_lact_model(model):
     """The whole model with lambda = 0 equals the same model where every layer runs lact_step."""
     from fsm import lacet
+    from tests.test_lacet import lact_step
 
     images, c2w, K, times = _clip(6)
     inputs, targets = _views(images, c2w, K, times), _views(None, *_cameras(2, seed=3), torch.tensor([0.0, 0.5]))
@@ -78,7 +82,7 @@ def test_lambda_zero_model_equals_plain_lact_model(model):
         elastic = model(inputs, targets, frames_per_chunk=2, elastic=fsm.ElasticConfig.plain_lact())["lvsm"]
         original = lacet.lacet_step
         try:
-            lacet.lacet_step = lambda s, k, v, lr, steps, cfg, with_stats=False: (lacet.lact_step(s, k, v, lr, steps), None)
+            lacet.lacet_step = lambda s, k, v, lr, steps, cfg, with_stats=False: (lact_step(s, k, v, lr, steps), None)
             plain = model(inputs, targets, frames_per_chunk=2, elastic=fsm.ElasticConfig.plain_lact())["lvsm"]
         finally:
             lacet.lacet_step = original
@@ -110,7 +114,7 @@ def test_slow_weights_get_gradients_through_updates():
 
 def test_session_history_and_state(model):
     images, c2w, K, times = _clip(5)
-    session = model.start_stream(time_span=(0.0, 4.0), frames_per_chunk=2)
+    session = StreamSession(model, ClipNormalization(time_span=(0.0, 4.0)), model.stream_config(frames_per_chunk=2))
     records = session.feed(images, c2w, K, torch.arange(5.0))
     assert len(records) == 2 and session.pending_frames == 1
     rec = session.history[-1]
@@ -137,15 +141,15 @@ def test_session_pose_normalisation_is_applied(model):
     world = shift @ c2w
     world[:, :3, 3] *= 7.0
     norm_c2w, norm = normalize_poses(world)
-    a = model.start_stream((-1.0, 1.0), normalization=norm)
+    a = StreamSession(model, ClipNormalization(norm))
     a.feed(images, world, K, times)
-    b = model.start_stream((-1.0, 1.0))
+    b = StreamSession(model)
     b.feed(images, norm_c2w, K, times)
     torch.testing.assert_close(a.render(world[1], K[1], 0.0, H, W), b.render(norm_c2w[1], K[1], 0.0, H, W), rtol=1e-4, atol=1e-5)
 
 
 def test_session_rejects_bad_frames(model):
-    session = model.start_stream((0.0, 1.0))
+    session = StreamSession(model, ClipNormalization(time_span=(0.0, 1.0)))
     images, c2w, K, times = _clip(3)
     with pytest.raises(ValueError, match="3 frames but cameras"):
         session.feed(images, c2w[:2], K, times)
@@ -207,6 +211,26 @@ def test_checkpoint_mismatches_are_refused(tmp_path, model):
         fsm.load_checkpoint(tmp_path / "absent.pt")
 
 
+def test_version_1_checkpoints_load_with_their_run_settings(tmp_path):
+    """Version 1 kept frames_per_chunk and elastic inside "config"; they become model.stream."""
+    stream = fsm.StreamConfig(frames_per_chunk=3, elastic=fsm.ElasticConfig(estimator="mas", anchor="global"))
+    model = FSM.from_preset("tiny", stream=stream)
+    fsm.save_checkpoint(tmp_path / "v2.pt", model)
+    raw = torch.load(tmp_path / "v2.pt", weights_only=True)
+    run = raw.pop("stream")
+    v1 = {**raw, "version": 1, "config": {**raw["config"], "frames_per_chunk": run["frames_per_chunk"], "elastic": run["elastic"]}}
+    torch.save(v1, tmp_path / "v1.pt")
+    loaded = fsm.load_checkpoint(tmp_path / "v1.pt")
+    assert loaded.config == model.config and loaded.stream == stream
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    # the shipped CPU preview is a version 1 file
+    shipped = Path(__file__).resolve().parents[1] / "assets" / "fsm-small-cpu-preview.pt"
+    assert torch.load(shipped, weights_only=True)["version"] == 1
+    preview = fsm.load_checkpoint(shipped)
+    assert preview.config == preset("small") and preview.stream == fsm.StreamConfig()
+
+
 def test_atomic_save_keeps_old_file_on_crash(tmp_path, model, monkeypatch):
     path = tmp_path / "m.pt"
     fsm.save_checkpoint(path, model, metadata={"v": 1})
@@ -226,6 +250,6 @@ def test_atomic_save_keeps_old_file_on_crash(tmp_path, model, monkeypatch):
 def test_presets():
     base = preset("base")
     assert (base.depth, base.dim, base.fw_hidden, base.attn_heads) == (24, 768, 1536, 12)
-    assert base.elastic == fsm.ElasticConfig(lam=0.5, alpha=0.5, beta=0.5, estimator="si", anchor="streaming-ema")
+    assert fsm.StreamConfig().elastic == fsm.ElasticConfig(lam=0.5, alpha=0.5, beta=0.5, estimator="si", anchor="streaming-ema")
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")

@@ -92,8 +92,8 @@ def test_eval_plain_lact_baseline(tmp_path, smoke_ckpt):
     rows = {r["method"]: r for r in evaluate.main(cfg)["rows"]}
     assert set(rows) == {"lvsm", "lvsm (plain LaCT)", "nearest-input"}
     model = fsm.load_checkpoint(smoke_ckpt)
-    inputs, targets, kwargs = evaluate.split_clip(load_clip(tmp_path / "c.mp4", size=32), 3)
-    pred, _ = evaluate.stream_and_render(model, inputs, targets, None, "lvsm", {**kwargs, "elastic": fsm.ElasticConfig.plain_lact()})
+    inputs, targets, clip_norm = evaluate.split_clip(load_clip(tmp_path / "c.mp4", size=32), 3)
+    pred, _ = evaluate.stream_and_render(model, inputs, targets, clip_norm, model.stream_config(elastic=fsm.ElasticConfig.plain_lact()))
     expected = psnr(pred.clamp(0, 1), targets.images[0]).mean().item()
     assert rows["lvsm (plain LaCT)"]["psnr"] == pytest.approx(expected, abs=1e-4)
 
@@ -227,7 +227,7 @@ def test_eval_end_to_end_on_synthetic_and_a_clip(tmp_path, smoke_ckpt):
     result = evaluate.main(cfg)
     rows = {(r["set"], r["method"]): r for r in result["rows"]}
     assert set(rows) == {(s, m) for s in ("synthetic-sparse", "synthetic-continuous", "clip-clip") for m in ("lvsm", "nearest-input")}
-    fpc = fsm.load_checkpoint(smoke_ckpt).config.frames_per_chunk
+    fpc = fsm.load_checkpoint(smoke_ckpt).stream.frames_per_chunk
     assert rows[("synthetic-sparse", "lvsm")]["chunks"] == [math.ceil(DATA.input_views / fpc)]
     # 12 frames, every 3rd from frame 1 held out: targets 1, 4, 7, 10, the other 8 frames are inputs
     assert rows[("clip-clip", "lvsm")]["views"] == 4
@@ -257,8 +257,8 @@ def test_ablate_end_to_end(tmp_path):
         chunks = [p["chunks"] for p in r["curve"]["sparse"]]
         # LaCT 1-chunk reads every input in one update; the others keep 1 frame per chunk (4 inputs / 4 chunks)
         assert chunks == ([[1], [1]] if name == "lact-1chunk" else [[2], [4]]), name
-    cfg_1 = fsm.load_checkpoint(tmp_path / "lact-1chunk" / "ckpt.pt").config
-    cfg_si = fsm.load_checkpoint(tmp_path / "lacet-si" / "ckpt.pt").config
+    cfg_1 = fsm.load_checkpoint(tmp_path / "lact-1chunk" / "ckpt.pt").stream
+    cfg_si = fsm.load_checkpoint(tmp_path / "lacet-si" / "ckpt.pt").stream
     assert cfg_1.elastic.lam == 0 and cfg_1.frames_per_chunk == 4
     assert cfg_si.elastic.estimator == "si" and cfg_si.elastic.anchor == "streaming-ema" and cfg_si.frames_per_chunk == 1
     assert "lacet-mas-global" in (tmp_path / "ablate.md").read_text()

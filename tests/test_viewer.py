@@ -89,7 +89,7 @@ def test_background_streaming_and_elastic_change(viewer):
     assert viewer.done and len(viewer.session.history) == 4 and viewer.session.elastic.lam == 0.0
     # ... which gives exactly the fast weights of a fresh plain-LaCT session fed the same chunks
     c = viewer.clip
-    ref = viewer.model.start_stream(viewer.time_span, frames_per_chunk=2, elastic=fsm.ElasticConfig.plain_lact(), normalization=viewer.norm)
+    ref = fsm.StreamSession(viewer.model, viewer.clip_norm, viewer.model.stream_config(frames_per_chunk=2, elastic=fsm.ElasticConfig.plain_lact()))
     ref.feed(c.frames, c.c2w, c.fxfycxcy, c.times)
     ref.flush()
     for layer in range(viewer.session.num_layers):

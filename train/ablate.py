@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tyro
 
 from fsm.checkpoint import load_checkpoint
+from fsm.lacet import AnchorPolicy, Estimator
 from train.common import DataConfig, ElasticOptions, pick_device
 from train.eval import evaluate_pairs, synthetic_pairs
 from train.pretrain import ModelOptions, TrainConfig
@@ -40,8 +41,8 @@ from train.pretrain import main as pretrain
 class Variant:
     chunks: int  # fast-weight chunks per training sample
     elastic: bool
-    anchor: str = "streaming-ema"
-    estimator: str = "si"
+    anchor: AnchorPolicy = "streaming-ema"
+    estimator: Estimator = "si"
 
 
 VARIANTS: dict[str, Variant] = {

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fsm.data.samples import HELDOUT_SCENES, ClipSource, SampleConfig, SampleSource, SyntheticSource, heldout_views
-from fsm.lacet import ElasticConfig
+from fsm.lacet import AnchorPolicy, ElasticConfig, Estimator
 from fsm.model import Views
 
 # ----------------------------------------------------------------------------------------------
@@ -50,9 +50,9 @@ class ElasticOptions:
 
     plain_lact: bool = False
     """Turn consolidation off (lambda = 0): exactly LaCT."""
-    estimator: Literal["si", "ewc", "mas"] = "si"
+    estimator: Estimator = "si"
     """Importance estimator phi: si |dW * (W - W*)|, ewc dW^2, mas |dW|."""
-    anchor: Literal["streaming-ema", "streaming", "global"] = "streaming-ema"
+    anchor: AnchorPolicy = "streaming-ema"
     """Anchor policy: EMA of the fast weights, the last fast weights, or the initial ones."""
     lam: float = 0.5
     """Pull strength lambda toward the anchor."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,11 +28,11 @@ import imageio.v3 as iio
 import torch
 import tyro
 
-from fsm.cameras import normalize_poses
+from fsm.cameras import ClipNormalization
 from fsm.checkpoint import load_checkpoint
 from fsm.lacet import ElasticConfig
 from fsm.metrics import lpips, psnr, ssim
-from fsm.model import FSM, Views
+from fsm.model import FSM, StreamConfig, Views
 from fsm.stream import StreamSession
 from train.common import DataConfig, heldout_batches, pick_device
 
@@ -79,16 +79,15 @@ class EvalConfig:
 
 @torch.no_grad()
 def stream_and_render(
-    model: FSM, inputs: Views, targets: Views, frames_per_chunk: int | None = None, head: str = "lvsm", session_kwargs=None
+    model: FSM, inputs: Views, targets: Views, clip_norm: ClipNormalization | None = None, stream: StreamConfig | None = None, head: str = "lvsm"
 ) -> tuple[torch.Tensor, int]:
     """Stream one clip's inputs (batch of one) through a StreamSession, render its targets.
 
-    inputs/targets hold clip-frame cameras and times; session_kwargs (time_span, normalization)
-    map them into the model's frame, default: they are already normalised (times in [-1, 1]).
-    Returns (renders (Vt,3,H,W) on the CPU, number of chunks ingested).
+    inputs/targets hold clip-frame cameras and times; clip_norm maps them into the model's frame
+    (default: identity, they are already normalised with times in [-1, 1]). stream: the run
+    settings (default: the model's). Returns (renders (Vt,3,H,W) on the CPU, chunks ingested).
     """
-    kwargs = {"time_span": (-1.0, 1.0), **(session_kwargs or {})}
-    session = StreamSession(model, frames_per_chunk=frames_per_chunk, **kwargs)
+    session = StreamSession(model, clip_norm, stream)
     session.feed(inputs.images[0], inputs.c2w[0], inputs.fxfycxcy[0], inputs.times[0].double())
     session.flush()
     H, W = inputs.images.shape[-2:]
@@ -119,31 +118,32 @@ def _mean(values: list[float]) -> float:
 
 def evaluate_pairs(
     model: FSM,
-    pairs: list[tuple[Views, Views, dict]],
+    pairs: list[tuple[Views, Views, ClipNormalization]],
     frames_per_chunk: int | None = None,
     heads: tuple[str, ...] | None = None,
     plain_lact: bool = False,
 ) -> tuple[list[dict], dict[str, list[torch.Tensor]]]:
-    """Metrics of every head and of the nearest-input baseline over (inputs, targets, session_kwargs).
+    """Metrics of every head and of the nearest-input baseline over (inputs, targets, clip_norm).
     plain_lact: also each head with the same weights streamed as plain LaCT (lambda = 0).
 
     Returns (one row per method: name, psnr, ssim, lpips means, chunks, views, scenes;
     images per method for strips: renders of the first pair, plus "truth").
     """
     heads = heads or model.config.heads
+    stream = model.stream_config(frames_per_chunk=frames_per_chunk)
+    lact = model.stream_config(stream, elastic=ElasticConfig.plain_lact())
     methods = [*heads, *(f"{h} (plain LaCT)" for h in heads if plain_lact), "nearest-input"]
     per = {name: {"psnr": [], "ssim": [], "lpips": []} for name in methods}
     chunks: set[int] = set()
     shown: dict[str, torch.Tensor] = {}
-    for k, (inputs, targets, kwargs) in enumerate(pairs):
+    for k, (inputs, targets, clip_norm) in enumerate(pairs):
         truth = targets.images[0].float().cpu()
         preds = {"nearest-input": nearest_input(inputs, targets)}
         for head in heads:
-            preds[head], n = stream_and_render(model, inputs, targets, frames_per_chunk, head, kwargs)
+            preds[head], n = stream_and_render(model, inputs, targets, clip_norm, stream, head)
             chunks.add(n)
             if plain_lact:
-                lact_kwargs = {**kwargs, "elastic": ElasticConfig.plain_lact()}
-                preds[f"{head} (plain LaCT)"], _ = stream_and_render(model, inputs, targets, frames_per_chunk, head, lact_kwargs)
+                preds[f"{head} (plain LaCT)"], _ = stream_and_render(model, inputs, targets, clip_norm, lact, head)
         for name, pred in preds.items():
             for m, v in image_metrics(pred, truth).items():
                 per[name][m] += v
@@ -162,8 +162,9 @@ def evaluate_pairs(
     return rows, shown
 
 
-def synthetic_pairs(data: DataConfig, regime: str, scenes: int) -> list[tuple[Views, Views, dict]]:
-    return [(i, t, {}) for i, t in heldout_batches(data, regime, scenes)]
+def synthetic_pairs(data: DataConfig, regime: str, scenes: int) -> list[tuple[Views, Views, ClipNormalization]]:
+    """Held-out scenes: their views are already in the model's frame (identity ClipNormalization)."""
+    return [(i, t, ClipNormalization()) for i, t in heldout_batches(data, regime, scenes)]
 
 
 def load_eval_clip(cfg: EvalConfig, path: Path):
@@ -172,17 +173,14 @@ def load_eval_clip(cfg: EvalConfig, path: Path):
     return load_clip(path, cameras=cfg.cameras, max_frames=cfg.clip_max_frames, stride=cfg.clip_stride, size=cfg.clip_size)
 
 
-def split_clip(clip, holdout_every: int) -> tuple[Views, Views, dict]:
-    """(inputs, every k-th frame as targets, session kwargs) in the clip's own frame and seconds.
-
-    The session kwargs are the viewer's: poses normalised over the whole clip, times over its span.
+def split_clip(clip, holdout_every: int) -> tuple[Views, Views, ClipNormalization]:
+    """(inputs, every k-th frame as targets, the clip's normalisation) in the clip's own frame
+    and seconds. The normalisation is the viewer's: derived from the whole clip, targets included.
     """
     held = holdout_mask(len(clip), holdout_every)
-    _, norm = normalize_poses(clip.c2w)
     times = clip.times.to(torch.float64)
-    kwargs = {"time_span": (float(times[0]), float(times[-1])), "normalization": norm}
     views = lambda m: Views(clip.c2w[m][None], clip.fxfycxcy[m][None], times[m][None], clip.frames[m][None])
-    return views(~held), views(held), kwargs
+    return views(~held), views(held), ClipNormalization.for_clip(clip.c2w, times)
 
 
 def holdout_mask(n: int, every: int) -> torch.Tensor:
@@ -225,7 +223,7 @@ def main(cfg: EvalConfig) -> dict:
     device = pick_device(cfg.device)
     model = load_checkpoint(cfg.ckpt, device=device)
     heads = model.config.heads
-    fpc = cfg.frames_per_chunk or model.config.frames_per_chunk
+    fpc = model.stream_config(frames_per_chunk=cfg.frames_per_chunk).frames_per_chunk
     rows, strips = [], []
     sets = [(f"synthetic-{r}", lambda r=r: synthetic_pairs(cfg.data, r, cfg.scenes)) for r in (cfg.regimes if cfg.scenes else ())]
     sets += [(f"clip-{p.stem}", lambda p=p: [split_clip(load_eval_clip(cfg, p), cfg.holdout_every)]) for p in cfg.clip]

@@ -28,7 +28,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
-from fsm.cameras import normalize_times
+from fsm.cameras import ClipNormalization
 from fsm.checkpoint import load_checkpoint, save_checkpoint
 from fsm.model import Views
 from train.common import pick_device, seed_everything, views_to
@@ -82,12 +82,11 @@ class FinetuneConfig:
     """Side-by-side PNGs of held-out frames after fine-tuning."""
 
 
-def clip_batch(frames: Views, kwargs: dict, n_in: int, n_tgt: int, batch: int, gen: torch.Generator) -> tuple[Views, Views]:
+def clip_batch(frames: Views, clip_norm: ClipNormalization, n_in: int, n_tgt: int, batch: int, gen: torch.Generator) -> tuple[Views, Views]:
     """Random (inputs, targets) from the clip's training frames (batch of one Views in clip frame).
 
     Inputs and targets are disjoint and time-sorted; poses and times mapped as the viewer maps them.
     """
-    norm, span = kwargs["normalization"], kwargs["time_span"]
     n = frames.num_views
     n_in, n_tgt = min(n_in, n - 1), min(n_tgt, n - min(n_in, n - 1))
     picks = []
@@ -98,9 +97,9 @@ def clip_batch(frames: Views, kwargs: dict, n_in: int, n_tgt: int, batch: int, g
     def views(which: int) -> Views:
         idx = torch.stack([p[which] for p in picks])  # (B, V)
         return Views(
-            norm.c2w_to_normalized(frames.c2w[0][idx]),
+            clip_norm.c2w(frames.c2w[0][idx]),
             frames.fxfycxcy[0][idx],
-            normalize_times(frames.times[0][idx], span).float(),
+            clip_norm.times(frames.times[0][idx]).float(),
             frames.images[0][idx],
         )
 
@@ -115,8 +114,8 @@ def main(cfg: FinetuneConfig) -> dict:
     eval_cfg = EvalConfig(ckpt=cfg.ckpt, clip=(cfg.clip,), cameras=cfg.cameras, holdout_every=cfg.holdout_every,
                           clip_size=cfg.size, clip_max_frames=cfg.max_frames, clip_stride=cfg.stride)  # fmt: skip
     clip = load_eval_clip(eval_cfg, cfg.clip)
-    train_frames, held, kwargs = split_clip(clip, cfg.holdout_every)
-    before, _ = evaluate_pairs(model, [(train_frames, held, kwargs)], heads=heads)
+    train_frames, held, clip_norm = split_clip(clip, cfg.holdout_every)
+    before, _ = evaluate_pairs(model, [(train_frames, held, clip_norm)], heads=heads)
 
     model.train()
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
@@ -127,7 +126,7 @@ def main(cfg: FinetuneConfig) -> dict:
     with open(cfg.out / "metrics.jsonl", "w") as log, tqdm(total=cfg.steps, dynamic_ncols=True) as bar:
         for step in range(cfg.steps):
             t0 = time.perf_counter()
-            inputs, targets = clip_batch(train_frames, kwargs, cfg.input_views, cfg.target_views, cfg.batch_size, gen)
+            inputs, targets = clip_batch(train_frames, clip_norm, cfg.input_views, cfg.target_views, cfg.batch_size, gen)
             inputs, targets = views_to(inputs, device), views_to(targets, device)
             lr = learning_rate(step, cfg.lr, cfg.warmup, cfg.steps)
             for group in optimizer.param_groups:
@@ -148,7 +147,7 @@ def main(cfg: FinetuneConfig) -> dict:
             bar.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{parts['psnr']:.2f}")
     model.eval()
 
-    after, shown = evaluate_pairs(model, [(train_frames, held, kwargs)], heads=heads)
+    after, shown = evaluate_pairs(model, [(train_frames, held, clip_norm)], heads=heads)
     strips = write_strips(cfg.out / "strips", "after", shown, cfg.strips, heads)
     report = {
         "checkpoint_in": str(cfg.ckpt),

@@ -36,9 +36,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
-from fsm.checkpoint import FORMAT, VERSION, atomic_torch_save, read_checkpoint
+from fsm.checkpoint import FORMAT, VERSION, atomic_torch_save, checkpoint_configs, differences, read_checkpoint
 from fsm.metrics import lpips
-from fsm.model import FSM, FSMConfig, preset
+from fsm.model import FSM
 from train.common import (
     DataConfig,
     ElasticOptions,
@@ -119,11 +119,12 @@ class TrainConfig:
 # Pieces of the loop
 
 
-def model_config(cfg: TrainConfig) -> FSMConfig:
-    overrides = {"heads": tuple(cfg.model.heads), "elastic": cfg.elastic.to_config()}
-    if cfg.model.frames_per_chunk:
-        overrides["frames_per_chunk"] = cfg.model.frames_per_chunk
-    return preset(cfg.model.preset, **overrides)
+def build_model(cfg: TrainConfig) -> FSM:
+    """The preset's architecture with --model.heads; its run settings with --model.frames-per-chunk
+    and --elastic.* (stored in the checkpoint as the defaults for streaming these weights)."""
+    model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads))
+    model.stream = model.stream_config(frames_per_chunk=cfg.model.frames_per_chunk, elastic=cfg.elastic.to_config())
+    return model
 
 
 def make_optimizer(model: FSM, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -187,6 +188,7 @@ def save_training_checkpoint(path: Path, model: FSM, optimizer, step: int, cfg: 
             "format": FORMAT,
             "version": VERSION,
             "config": model.config.to_dict(),
+            "stream": model.stream.to_dict(),
             "state_dict": state,
             "metadata": metadata,
             "optimizer": optimizer.state_dict(),
@@ -203,9 +205,9 @@ def load_training_checkpoint(path: Path, model: FSM, optimizer) -> tuple[int, di
     ckpt = read_checkpoint(path)
     if "optimizer" not in ckpt:
         raise ValueError(f"{path}: a model-only checkpoint (no optimizer state); use train/finetune.py to start from it")
-    saved = FSMConfig.from_dict(ckpt["config"])
-    if saved != model.config:
-        differ = [f"{k}: checkpoint {getattr(saved, k)!r} vs flags {v!r}" for k, v in vars(model.config).items() if getattr(saved, k) != v]
+    config, stream = checkpoint_configs(path, ckpt)
+    differ = differences(config, model.config) + differences(stream, model.stream)  # an exact resume needs both
+    if differ:
         raise ValueError(f"{path}: the model flags differ from the checkpoint's — " + "; ".join(differ))
     model.load_state_dict(ckpt["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -266,7 +268,7 @@ def main(cfg: TrainConfig) -> dict:
         raise ValueError(f"--steps and --batch-size must be >= 1, got {cfg.steps}, {cfg.batch_size}")
 
     seed_everything(cfg.seed)  # identical initial weights on every process
-    model = FSM(model_config(cfg)).to(device)
+    model = build_model(cfg).to(device)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     step, metadata = 0, {}
     if cfg.resume is not None:
