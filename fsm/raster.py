@@ -1,4 +1,8 @@
-"""Rasterize 3D Gaussians: gsplat on CUDA tensors, a tiled pure-torch rasterizer elsewhere.
+"""Rasterize 3D Gaussians: gsplat on CUDA tensors, our own tiled rasterizer elsewhere.
+
+Our rasterizer projects in torch (autograd) and composites with a compiled C++ kernel
+(fsm/raster_cpu.cpp, built on first use) on CPU float32/float64 tensors; where that kernel
+cannot be built, or on other devices and dtypes, it composites in plain torch instead.
 
 Both follow gsplat 1.5.3's classic rules, so a scene renders the same on either device:
   * pixel (u, v) has its centre at (u + 0.5, v + 0.5);
@@ -22,6 +26,8 @@ from typing import NamedTuple
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from fsm import raster_cpu
+
 # gsplat's constants (classic mode)
 EPS_2D = 0.3  # added to the 2D covariance's diagonal: every splat covers about a pixel
 ALPHA_MIN = 1.0 / 255.0  # smaller alphas are skipped
@@ -32,6 +38,7 @@ TILE = 16
 LOG_ALPHA_FLOOR = math.log(ALPHA_MIN) - 3.0  # exp() of less is below ALPHA_MIN for any opacity <= 1
 LOG_T_FLOOR = math.log(T_STOP) - 3.0  # transmittance below T_STOP is never used
 BLOCK = 64  # Gaussians composited per step before checking which tiles are done
+CPU_KERNEL = True  # composite CPU tensors with the compiled kernel when it builds (False: the pure-torch path)
 
 
 class Render(NamedTuple):
@@ -172,6 +179,10 @@ def rasterize_torch(
 ) -> Render:
     """Same contract as rasterize(), in plain torch on any device (the CPU path).
 
+    On CPU float32/float64 tensors the compositing runs in the compiled kernel (raster_cpu,
+    same rules and tiles, per pixel front to back with an analytic backward pass) unless
+    CPU_KERNEL is False or it cannot be built. Otherwise, in torch:
+
     Tiled like gsplat: each Gaussian is listed in the 16x16 tiles its box touches; one global
     sort by (tile, depth) orders every tile's list front to back. Chunks of tiles then walk
     their lists in blocks of BLOCK Gaussians, composited densely (pixels x Gaussians, padded),
@@ -186,6 +197,13 @@ def rasterize_torch(
     n_tiles = C * tiles_y * tiles_x
 
     means2d, conics, depths, radii = project_gaussians(means, covars, opacities, w2c, fxfycxcy, width, height, near, far)
+
+    if CPU_KERNEL and means.device.type == "cpu" and means.dtype in (torch.float32, torch.float64) and raster_cpu.load():
+        colors, opacities = colors.to(means.dtype), opacities.to(means.dtype)
+        feat, T = raster_cpu.Composite.apply(means2d, conics, depths, colors, opacities, radii, width, height)
+        T = T[:, None]  # (C,1,H,W)
+        rgb = feat[:, :D] + T * background[:, :, None, None]
+        return _unbatch(Render(rgb, 1 - T, feat[:, D:]), single)
 
     with torch.no_grad():
         # Tile boxes [lo, hi) per Gaussian and camera, as gsplat computes them.
