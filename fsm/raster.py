@@ -134,32 +134,38 @@ def project_gaussians(means, covars, opacities, w2c, fxfycxcy, width, height, ne
     camera z, radii (C,N,2) integer bounding-box half-sizes in pixels (0 = culled, not
     differentiable).
     """
-    R, t = w2c[:, None, :3, :3], w2c[:, None, :3, 3]  # (C,1,3,3), (C,1,3)
+    # Written out per component on (C,N) planes: with millions of tiny 3x3 matrices, batched
+    # matmuls and reductions over size-3 dims cost several times more on the CPU.
+    R, t = w2c[:, :3, :3, None], w2c[:, :3, 3, None]  # (C,3,3,1), (C,3,1): R[:, i, j] is (C,1)
     # Read the upper triangle only (gsplat's convention, so gradients land in the same entries).
-    covars = covars.triu() + covars.triu(1).transpose(-1, -2)
+    cov9 = covars.reshape(-1, 9).unbind(-1)  # one unbind: its backward is one stack, not 9 scatters
+    S = [[cov9[3 * min(i, j) + max(i, j)] for j in range(3)] for i in range(3)]  # 3x3 of (N,)
+    m = means.unbind(-1)  # 3 x (N,)
+    dot = lambda u, v: u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
 
-    p = (R @ means[None, :, :, None])[..., 0] + t  # (C,N,3) camera space
-    cov = R @ covars[None] @ R.transpose(-1, -2)  # (C,N,3,3)
-    z = p[..., 2]
-    in_range = (z >= near) & (z <= far)
-    z = torch.where(in_range, z, torch.ones_like(z))  # culled ones must not put inf/nan into autograd
+    px, py, pz = (dot([R[:, i, j] for j in range(3)], m) + t[:, i] for i in range(3))  # (C,N) camera space
+    in_range = (pz >= near) & (pz <= far)
+    z = torch.where(in_range, pz, torch.ones_like(pz))  # culled ones must not put inf/nan into autograd
 
     fx, fy, cx, cy = (fxfycxcy[:, i, None] for i in range(4))  # (C,1)
     # gsplat clamps x/z and y/z in the Jacobian to 30% of the half-FOV outside the image, which
     # tames the linearisation for splats far off-screen.
     lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * 0.5 * width / fx, cx / fx + 0.3 * 0.5 * width / fx
     lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * 0.5 * height / fy, cy / fy + 0.3 * 0.5 * height / fy
-    x_z = torch.minimum(torch.maximum(p[..., 0] / z, -lim_x_neg), lim_x_pos)  # (C,N)
-    y_z = torch.minimum(torch.maximum(p[..., 1] / z, -lim_y_neg), lim_y_pos)
-    zeros = torch.zeros_like(z)
-    J = torch.stack([fx / z, zeros, -fx * x_z / z, zeros, fy / z, -fy * y_z / z], -1).reshape(*z.shape, 2, 3)
-    cov2d = J @ cov @ J.transpose(-1, -2)  # (C,N,2,2)
-    a, b, c = cov2d[..., 0, 0] + EPS_2D, cov2d[..., 0, 1], cov2d[..., 1, 1] + EPS_2D
+    x_z = torch.minimum(torch.maximum(px / z, -lim_x_neg), lim_x_pos)  # (C,N)
+    y_z = torch.minimum(torch.maximum(py / z, -lim_y_neg), lim_y_pos)
+    # Rows of M = J R with J = [[fx/z, 0, -fx x_z/z], [0, fy/z, -fy y_z/z]]; Sigma2d = M Sigma M^T.
+    fx_z, fy_z = fx / z, fy / z
+    M0 = [fx_z * (R[:, 0, j] - x_z * R[:, 2, j]) for j in range(3)]  # 3 x (C,N)
+    M1 = [fy_z * (R[:, 1, j] - y_z * R[:, 2, j]) for j in range(3)]
+    M0S = [dot(M0, [S[i][j] for i in range(3)]) for j in range(3)]  # row 0 of M Sigma
+    a, b = dot(M0S, M0) + EPS_2D, dot(M0S, M1)  # (C,N) upper triangle of Sigma2d + 0.3 I
+    c = dot([dot(M1, [S[i][j] for i in range(3)]) for j in range(3)], M1) + EPS_2D
     det = a * c - b * b
     ok = in_range & (det > 0) & (a > 0)  # Sigma2d positive definite (else gsplat skips every pixel)
     det = torch.where(ok, det, torch.ones_like(det))
     conics = torch.stack([c / det, -b / det, a / det], -1)  # (C,N,3)
-    means2d = torch.stack([fx * p[..., 0] / z + cx, fy * p[..., 1] / z + cy], -1)  # (C,N,2)
+    means2d = torch.stack([fx_z * px + cx, fy_z * py + cy], -1)  # (C,N,2)
 
     with torch.no_grad():
         # Opacity-aware box: beyond sqrt(2 ln(255 opacity)) std devs alpha < 1/255 anyway.
@@ -170,7 +176,7 @@ def project_gaussians(means, covars, opacities, w2c, fxfycxcy, width, height, ne
         m = means2d.detach()
         on_screen = (m + radii > 0).all(-1) & (m[..., 0] - radii[..., 0] < width) & (m[..., 1] - radii[..., 1] < height)
         radii = torch.where((ok & on_screen)[..., None], radii, torch.zeros_like(radii)).long()
-    return means2d, conics, p[..., 2], radii
+    return means2d, conics, pz, radii
 
 
 def rasterize_torch(
