@@ -20,10 +20,13 @@ machine it is the steadier figure.
     python bench/raster_speed.py --threads 1                        # all rows
     python bench/raster_speed.py --threads 1 --counts --resolutions  # pixel-aligned rows only
     python bench/raster_speed.py --no-compare                       # the kernel (or gsplat) only
+    git show main:fsm/raster.py > /tmp/raster_main.py                # + another commit's rasterizer
+    python bench/raster_speed.py --threads 1 --counts --resolutions --baseline /tmp/raster_main.py
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import statistics
 import time
@@ -47,6 +50,7 @@ class Args:
     repeats: int = 3
     backward: bool = True  # also time forward + backward
     compare: bool = True  # also time the pure-torch CPU path, alternating with the kernel
+    baseline: str | None = None  # a raster.py from another commit: its rasterize_torch is timed too ("base")
     threads: int = 0  # torch CPU threads (0: torch's default)
     seed: int = 0
 
@@ -144,6 +148,11 @@ def main(args: Args) -> None:
     cpu = {"kernel": (rasterize_torch, lambda: set_cpu_kernel(True))}
     if args.compare:
         cpu["torch"] = (rasterize_torch, lambda: set_cpu_kernel(False))
+    if args.baseline:
+        spec = importlib.util.spec_from_file_location("raster_baseline", args.baseline)
+        baseline = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(baseline)
+        cpu["base"] = (baseline.rasterize_torch, lambda: set_cpu_kernel(True))
     backends = [("cpu", cpu, torch.device("cpu"))]
     if torch.cuda.is_available():
         backends.append(("cuda", {"gsplat": (rasterize_gsplat, lambda: None)}, torch.device("cuda")))
@@ -152,7 +161,7 @@ def main(args: Args) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA device"))
     print(f"{'scene':<14} {'path':<7} {'gaussians':>10} {'image':>9} {'forward':>10} {'(cpu)':>8} {'fwd+bwd':>10} {'(cpu)':>8}"
-          f" {'torch/kernel fwd':>17} {'fwd+bwd':>8}")
+          f" {'vs kernel: fwd':>17} {'fwd+bwd':>8}")
     scenes = [("random", n, res, lambda n=n, res=res: random_scene(n, res, args.seed)) for res in args.resolutions for n in args.counts]
     scenes += [(f"aligned {args.views}v", args.views * res * res, res, lambda res=res: pixel_aligned_scene(args.views, res, args.seed))
                for res in args.aligned]
@@ -161,7 +170,7 @@ def main(args: Args) -> None:
             times = bench(variants, make(), res, device, args)
             for name, ((fwd, fwd_cpu), (fb, fb_cpu)) in times.items():
                 ratio = ""
-                if name == "torch":
+                if name in ("torch", "base"):
                     (kf, _), (kfb, _) = times["kernel"]
                     ratio = f" {fwd / kf:>16.1f}x {fb / kfb:>7.1f}x"
                 print(f"{kind:<14} {name:<7} {n:>10,} {f'{res}x{res}':>9} {fwd * 1e3:>8.1f}ms {fwd_cpu:>7.2f}s"

@@ -124,7 +124,8 @@ def rasterize_gsplat(means, covars, colors, opacities, c2w, fxfycxcy, width, hei
 
 
 # ----------------------------------------------------------------------------------------------
-# Anywhere: our own tiled rasterizer in plain torch (autograd gives the backward pass)
+# Anywhere: our own tiled rasterizer (projection in torch; compositing in the compiled CPU
+# kernel, else in plain torch where autograd gives the backward pass)
 
 
 def project_gaussians(means, covars, opacities, w2c, fxfycxcy, width, height, near=0.01, far=1e10):
@@ -183,7 +184,7 @@ def rasterize_torch(
     means, covars, colors, opacities, c2w, fxfycxcy, width, height, background=None, near=0.01, far=1e10,
     chunk_elements: int = 1 << 22,
 ) -> Render:
-    """Same contract as rasterize(), in plain torch on any device (the CPU path).
+    """Same contract as rasterize(), on any device (the CPU path).
 
     On CPU float32/float64 tensors the compositing runs in the compiled kernel (raster_cpu,
     same rules and tiles, per pixel front to back with an analytic backward pass) unless
