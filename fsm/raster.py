@@ -1,4 +1,8 @@
-"""Rasterize 3D Gaussians: gsplat on CUDA tensors, a tiled pure-torch rasterizer elsewhere.
+"""Rasterize 3D Gaussians: gsplat on CUDA tensors, our own tiled rasterizer elsewhere.
+
+Our rasterizer projects in torch (autograd) and composites with a compiled C++ kernel
+(fsm/raster_cpu.cpp, built on first use) on CPU float32/float64 tensors; where that kernel
+cannot be built, or on other devices and dtypes, it composites in plain torch instead.
 
 Both follow gsplat 1.5.3's classic rules, so a scene renders the same on either device:
   * pixel (u, v) has its centre at (u + 0.5, v + 0.5);
@@ -22,6 +26,8 @@ from typing import NamedTuple
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from fsm import raster_cpu
+
 # gsplat's constants (classic mode)
 EPS_2D = 0.3  # added to the 2D covariance's diagonal: every splat covers about a pixel
 ALPHA_MIN = 1.0 / 255.0  # smaller alphas are skipped
@@ -32,6 +38,7 @@ TILE = 16
 LOG_ALPHA_FLOOR = math.log(ALPHA_MIN) - 3.0  # exp() of less is below ALPHA_MIN for any opacity <= 1
 LOG_T_FLOOR = math.log(T_STOP) - 3.0  # transmittance below T_STOP is never used
 BLOCK = 64  # Gaussians composited per step before checking which tiles are done
+CPU_KERNEL = True  # composite CPU tensors with the compiled kernel when it builds (False: the pure-torch path)
 
 
 class Render(NamedTuple):
@@ -117,7 +124,8 @@ def rasterize_gsplat(means, covars, colors, opacities, c2w, fxfycxcy, width, hei
 
 
 # ----------------------------------------------------------------------------------------------
-# Anywhere: our own tiled rasterizer in plain torch (autograd gives the backward pass)
+# Anywhere: our own tiled rasterizer (projection in torch; compositing in the compiled CPU
+# kernel, else in plain torch where autograd gives the backward pass)
 
 
 def project_gaussians(means, covars, opacities, w2c, fxfycxcy, width, height, near=0.01, far=1e10):
@@ -127,32 +135,38 @@ def project_gaussians(means, covars, opacities, w2c, fxfycxcy, width, height, ne
     camera z, radii (C,N,2) integer bounding-box half-sizes in pixels (0 = culled, not
     differentiable).
     """
-    R, t = w2c[:, None, :3, :3], w2c[:, None, :3, 3]  # (C,1,3,3), (C,1,3)
+    # Written out per component on (C,N) planes: with millions of tiny 3x3 matrices, batched
+    # matmuls and reductions over size-3 dims cost several times more on the CPU.
+    R, t = w2c[:, :3, :3, None], w2c[:, :3, 3, None]  # (C,3,3,1), (C,3,1): R[:, i, j] is (C,1)
     # Read the upper triangle only (gsplat's convention, so gradients land in the same entries).
-    covars = covars.triu() + covars.triu(1).transpose(-1, -2)
+    cov9 = covars.reshape(-1, 9).unbind(-1)  # one unbind: its backward is one stack, not 9 scatters
+    S = [[cov9[3 * min(i, j) + max(i, j)] for j in range(3)] for i in range(3)]  # 3x3 of (N,)
+    m = means.unbind(-1)  # 3 x (N,)
+    dot = lambda u, v: u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
 
-    p = (R @ means[None, :, :, None])[..., 0] + t  # (C,N,3) camera space
-    cov = R @ covars[None] @ R.transpose(-1, -2)  # (C,N,3,3)
-    z = p[..., 2]
-    in_range = (z >= near) & (z <= far)
-    z = torch.where(in_range, z, torch.ones_like(z))  # culled ones must not put inf/nan into autograd
+    px, py, pz = (dot([R[:, i, j] for j in range(3)], m) + t[:, i] for i in range(3))  # (C,N) camera space
+    in_range = (pz >= near) & (pz <= far)
+    z = torch.where(in_range, pz, torch.ones_like(pz))  # culled ones must not put inf/nan into autograd
 
     fx, fy, cx, cy = (fxfycxcy[:, i, None] for i in range(4))  # (C,1)
     # gsplat clamps x/z and y/z in the Jacobian to 30% of the half-FOV outside the image, which
     # tames the linearisation for splats far off-screen.
     lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * 0.5 * width / fx, cx / fx + 0.3 * 0.5 * width / fx
     lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * 0.5 * height / fy, cy / fy + 0.3 * 0.5 * height / fy
-    x_z = torch.minimum(torch.maximum(p[..., 0] / z, -lim_x_neg), lim_x_pos)  # (C,N)
-    y_z = torch.minimum(torch.maximum(p[..., 1] / z, -lim_y_neg), lim_y_pos)
-    zeros = torch.zeros_like(z)
-    J = torch.stack([fx / z, zeros, -fx * x_z / z, zeros, fy / z, -fy * y_z / z], -1).reshape(*z.shape, 2, 3)
-    cov2d = J @ cov @ J.transpose(-1, -2)  # (C,N,2,2)
-    a, b, c = cov2d[..., 0, 0] + EPS_2D, cov2d[..., 0, 1], cov2d[..., 1, 1] + EPS_2D
+    x_z = torch.minimum(torch.maximum(px / z, -lim_x_neg), lim_x_pos)  # (C,N)
+    y_z = torch.minimum(torch.maximum(py / z, -lim_y_neg), lim_y_pos)
+    # Rows of M = J R with J = [[fx/z, 0, -fx x_z/z], [0, fy/z, -fy y_z/z]]; Sigma2d = M Sigma M^T.
+    fx_z, fy_z = fx / z, fy / z
+    M0 = [fx_z * (R[:, 0, j] - x_z * R[:, 2, j]) for j in range(3)]  # 3 x (C,N)
+    M1 = [fy_z * (R[:, 1, j] - y_z * R[:, 2, j]) for j in range(3)]
+    M0S = [dot(M0, [S[i][j] for i in range(3)]) for j in range(3)]  # row 0 of M Sigma
+    a, b = dot(M0S, M0) + EPS_2D, dot(M0S, M1)  # (C,N) upper triangle of Sigma2d + 0.3 I
+    c = dot([dot(M1, [S[i][j] for i in range(3)]) for j in range(3)], M1) + EPS_2D
     det = a * c - b * b
     ok = in_range & (det > 0) & (a > 0)  # Sigma2d positive definite (else gsplat skips every pixel)
     det = torch.where(ok, det, torch.ones_like(det))
     conics = torch.stack([c / det, -b / det, a / det], -1)  # (C,N,3)
-    means2d = torch.stack([fx * p[..., 0] / z + cx, fy * p[..., 1] / z + cy], -1)  # (C,N,2)
+    means2d = torch.stack([fx_z * px + cx, fy_z * py + cy], -1)  # (C,N,2)
 
     with torch.no_grad():
         # Opacity-aware box: beyond sqrt(2 ln(255 opacity)) std devs alpha < 1/255 anyway.
@@ -163,14 +177,18 @@ def project_gaussians(means, covars, opacities, w2c, fxfycxcy, width, height, ne
         m = means2d.detach()
         on_screen = (m + radii > 0).all(-1) & (m[..., 0] - radii[..., 0] < width) & (m[..., 1] - radii[..., 1] < height)
         radii = torch.where((ok & on_screen)[..., None], radii, torch.zeros_like(radii)).long()
-    return means2d, conics, p[..., 2], radii
+    return means2d, conics, pz, radii
 
 
 def rasterize_torch(
     means, covars, colors, opacities, c2w, fxfycxcy, width, height, background=None, near=0.01, far=1e10,
     chunk_elements: int = 1 << 22,
 ) -> Render:
-    """Same contract as rasterize(), in plain torch on any device (the CPU path).
+    """Same contract as rasterize(), on any device (the CPU path).
+
+    On CPU float32/float64 tensors the compositing runs in the compiled kernel (raster_cpu,
+    same rules and tiles, per pixel front to back with an analytic backward pass) unless
+    CPU_KERNEL is False or it cannot be built. Otherwise, in torch:
 
     Tiled like gsplat: each Gaussian is listed in the 16x16 tiles its box touches; one global
     sort by (tile, depth) orders every tile's list front to back. Chunks of tiles then walk
@@ -186,6 +204,13 @@ def rasterize_torch(
     n_tiles = C * tiles_y * tiles_x
 
     means2d, conics, depths, radii = project_gaussians(means, covars, opacities, w2c, fxfycxcy, width, height, near, far)
+
+    if CPU_KERNEL and means.device.type == "cpu" and means.dtype in (torch.float32, torch.float64) and raster_cpu.load():
+        colors, opacities = colors.to(means.dtype), opacities.to(means.dtype)
+        feat, T = raster_cpu.Composite.apply(means2d, conics, depths, colors, opacities, radii, width, height)
+        T = T[:, None]  # (C,1,H,W)
+        rgb = feat[:, :D] + T * background[:, :, None, None]
+        return _unbatch(Render(rgb, 1 - T, feat[:, D:]), single)
 
     with torch.no_grad():
         # Tile boxes [lo, hi) per Gaussian and camera, as gsplat computes them.

@@ -1,12 +1,24 @@
 """Rasterizer: the tiled torch path vs. a dense per-pixel reference, gradients, projection, gsplat."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+import fsm.raster
+from fsm import raster_cpu
 from fsm.cameras import look_at, project_points
 from fsm.raster import rasterize, rasterize_gsplat, rasterize_torch
+
+
+@pytest.fixture(autouse=True, params=["kernel", "torch"])
+def cpu_path(request, monkeypatch):
+    """Every test runs twice: CPU compositing in the compiled kernel, and in the pure-torch fallback."""
+    if request.param == "kernel" and raster_cpu.load() is None:
+        pytest.skip(f"compiled CPU kernel unavailable: {raster_cpu.unavailable_reason()}")
+    monkeypatch.setattr(fsm.raster, "CPU_KERNEL", request.param == "kernel")
+    return request.param
 
 
 def random_scene(n, seed, dtype=torch.float64, spread=1.0, size=(0.02, 0.3), opacity=(0.05, 0.95)):
@@ -183,3 +195,58 @@ def test_gsplat_matches_torch_rasterizer():
     for a, b in zip(*leaves):
         cos = torch.nn.functional.cosine_similarity(a.grad.flatten(), b.grad.flatten(), dim=0)
         assert cos > 0.99
+
+
+def test_cpu_path_is_the_one_selected(cpu_path, monkeypatch):
+    calls = []
+    apply = raster_cpu.Composite.apply
+    monkeypatch.setattr(raster_cpu.Composite, "apply", lambda *a: calls.append(1) or apply(*a))
+    c2w, fxfycxcy = cameras(torch.float32)
+    out = rasterize(*random_scene(50, seed=8, dtype=torch.float32), c2w, fxfycxcy, 20, 10)
+    assert len(calls) == (1 if cpu_path == "kernel" else 0) and out.alpha.max() > 0
+
+
+def test_kernel_and_torch_paths_agree_on_gradients(monkeypatch):
+    """Both CPU paths, float64, on many nearly opaque overlapping splats (stop rule active):
+    same images and same gradients of a loss on rgb, alpha and depth (which all have gradients)."""
+    if raster_cpu.load() is None:
+        pytest.skip(f"compiled CPU kernel unavailable: {raster_cpu.unavailable_reason()}")
+    c2w, fxfycxcy = cameras()
+    scene = random_scene(400, seed=9, spread=0.3, size=(0.03, 0.3), opacity=(0.6, 0.99))
+    background = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(10)
+    weights = [torch.randn(2, k, 27, 41, generator=gen, dtype=torch.float64) for k in (3, 1, 1)]
+    results = []
+    for kernel in (True, False):
+        monkeypatch.setattr(fsm.raster, "CPU_KERNEL", kernel)
+        leaves = [x.clone().requires_grad_() for x in scene]
+        out = rasterize_torch(*leaves, c2w, fxfycxcy, 41, 27, background)
+        sum(((x * w).sum() for x, w in zip(out, weights))).backward()
+        results.append([*out, *(x.grad for x in leaves)])
+    assert results[0][1].mean() > 0.3  # much of the image is covered
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+
+
+def test_kernel_falls_back_to_torch_when_it_cannot_build(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setattr(raster_cpu, "_lib", None)
+    monkeypatch.setattr(raster_cpu, "_error", None)
+    monkeypatch.setattr(fsm.raster, "CPU_KERNEL", True)
+    c2w, fxfycxcy = cameras()
+    scene = random_scene(60, seed=1)
+    with pytest.warns(UserWarning, match="no-such-compiler"):
+        out = rasterize(*scene, c2w, fxfycxcy, 41, 27)
+    assert raster_cpu.load() is None  # said once, then stays on the fallback
+    ref = dense_reference(*scene, c2w[0], fxfycxcy[0], 41, 27, torch.zeros(3, dtype=torch.float64))[0]
+    torch.testing.assert_close(out.rgb[0], ref, atol=1e-10, rtol=1e-10)
+
+
+def test_kernel_builds_from_source_into_an_empty_cache(monkeypatch, tmp_path):
+    """What a fresh machine does on first use: compile fsm/raster_cpu.cpp into the cache folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(raster_cpu, "_lib", None)
+    monkeypatch.setattr(raster_cpu, "_error", None)
+    lib = raster_cpu.load()
+    assert lib is not None, raster_cpu.unavailable_reason()
+    assert Path(lib._name).parent == tmp_path / "fsm-view" and Path(lib._name).exists()
