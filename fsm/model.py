@@ -89,13 +89,16 @@ class StreamConfig:
 
     frames_per_chunk: int = 8  # fast-weight chunk, in whole frames (2048 tokens at 128x128)
     elastic: ElasticConfig = field(default_factory=ElasticConfig)
-    max_virtual_views: int = 16  # 4DGS head: fed frames kept (evenly spread) to re-query as virtual views
+    max_virtual_views: int = 16  # paper 4DGS head: fed frames kept (evenly spread) to re-query as virtual views
+    max_kept_frames: int = 512  # geo 4DGS head: fed frames kept (whole chunks, evenly spread) to render from
 
     def __post_init__(self):
         if self.frames_per_chunk < 1:
             raise ValueError(f"frames_per_chunk must be >= 1, got {self.frames_per_chunk}")
         if self.max_virtual_views < 1:
             raise ValueError(f"max_virtual_views must be >= 1, got {self.max_virtual_views}")
+        if self.max_kept_frames < self.frames_per_chunk:
+            raise ValueError(f"max_kept_frames ({self.max_kept_frames}) must hold at least one chunk ({self.frames_per_chunk} frames)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -349,25 +352,29 @@ class FSM(nn.Module):
         queries = replace(targets, images=None)
         return self.lvsm_head(self.query(states, queries, height, width), height, width)
 
-    def decode_gaussians(self, states: list[ElasticState], virtual_views: Views, groups: list[list[int]] | None = None) -> Gaussians4D:
+    def decode_gaussians(
+        self, states: list[ElasticState], virtual_views: Views, groups: list[list[int]] | None = None, refs: list[int] | None = None
+    ) -> Gaussians4D:
         """Pixel-aligned 4D Gaussians (leading dims (B, V*H*W)) from input views re-queried
         apply-only with the current fast weights (their RGB is kept: they are "virtual views").
 
-        groups: the geo head's plane-sweep neighbourhoods (lists of view indices; default: the
-        views in chunks of the config's frames_per_chunk, as they were ingested)."""
+        Geo head only: groups are the plane-sweep neighbourhoods (lists of view indices; default:
+        chunks of the model's frames_per_chunk, as ingested); refs decodes only those views (in
+        that order), the others serving as plane-sweep sources."""
         if not hasattr(self, "gaussian_head"):
             raise ValueError(f"this model has no 4DGS head (heads: {self.config.heads})")
         H, W = virtual_views.images.shape[-2:]
-        tokens = self.query(states, virtual_views, H, W)
         if self.config.gs_head == "paper":
-            return self.gaussian_head(tokens, virtual_views, H, W)
+            return self.gaussian_head(self.query(states, virtual_views, H, W), virtual_views, H, W)
         v = virtual_views
         groups = groups or chunk_groups(v.num_views, self.stream.frames_per_chunk)
+        refs = list(range(v.num_views)) if refs is None else list(refs)
+        picked = v[refs]
         planes = self.gaussian_head.planes
-        cost = torch.stack([plane_sweep_cost(v.images[b], v.c2w[b], v.fxfycxcy[b], groups, planes) for b in range(v.c2w.shape[0])])
-        gap = frame_spacing(v.times, groups)
-        g, _ = self.gaussian_head(tokens, cost, v.images, v.c2w, v.fxfycxcy, v.times, gap)
-        return g
+        cost = torch.stack([plane_sweep_cost(v.images[b], v.c2w[b], v.fxfycxcy[b], groups, planes, refs) for b in range(v.c2w.shape[0])])
+        gap = frame_spacing(v.times, groups)[:, refs]
+        tokens = self.query(states, picked, H, W)
+        return self.gaussian_head(tokens, cost, picked.images, picked.c2w, picked.fxfycxcy, picked.times, gap)[0]
 
     # -- training ----------------------------------------------------------------------------
 
