@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
 import torch
 import tyro
@@ -30,10 +30,20 @@ from tqdm import tqdm
 
 from fsm.cameras import ClipNormalization
 from fsm.checkpoint import load_checkpoint, save_checkpoint
+from fsm.io import load_clip
 from fsm.model import Views
-from train.common import pick_device, seed_everything, views_to
-from train.eval import EvalConfig, evaluate_pairs, load_eval_clip, markdown_table, split_clip, write_strips
-from train.pretrain import learning_rate, make_optimizer, photometric_loss
+from train.lib import (
+    evaluate_pairs,
+    learning_rate,
+    make_optimizer,
+    markdown_table,
+    photometric_loss,
+    pick_device,
+    seed_everything,
+    split_clip,
+    views_to,
+    write_strips,
+)
 
 
 @dataclass
@@ -111,9 +121,7 @@ def main(cfg: FinetuneConfig) -> dict:
     seed_everything(cfg.seed)
     model = load_checkpoint(cfg.ckpt, device=device)
     heads = model.config.heads
-    eval_cfg = EvalConfig(ckpt=cfg.ckpt, clip=(cfg.clip,), cameras=cfg.cameras, holdout_every=cfg.holdout_every,
-                          clip_size=cfg.size, clip_max_frames=cfg.max_frames, clip_stride=cfg.stride)  # fmt: skip
-    clip = load_eval_clip(eval_cfg, cfg.clip)
+    clip = load_clip(cfg.clip, cameras=cfg.cameras, max_frames=cfg.max_frames, stride=cfg.stride, size=cfg.size)
     train_frames, held, clip_norm = split_clip(clip, cfg.holdout_every)
     before, _ = evaluate_pairs(model, [(train_frames, held, clip_norm)], heads=heads)
 
