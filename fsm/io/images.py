@@ -24,6 +24,18 @@ def natural_key(path: Path) -> tuple:
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
 
 
+def image_with_suffix(file: Path) -> Path:
+    """A listed image, trying the usual suffixes when the name has none (Blender/NeRF-synthetic
+    files write 'train/r_0' for 'train/r_0.png'). Returns the path unchanged when nothing fits,
+    so the caller's 'not found' names what the file listed."""
+    if file.is_file() or file.suffix.lower() in IMAGE_SUFFIXES:
+        return file
+    for s in IMAGE_SUFFIXES:
+        if file.with_name(file.name + s).is_file():
+            return file.with_name(file.name + s)
+    return file
+
+
 def list_images(folder: Path) -> list[Path]:
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:

@@ -10,6 +10,7 @@ Everything is checked before a Clip is returned; any problem is one ClipError.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,12 @@ from fsm.cameras import CoverCrop
 from fsm.io.clip import Cameras, Clip, ClipError
 from fsm.io.formats import CAMERA_SUFFIXES, CameraFile, read_cameras
 from fsm.io.formats.base import read_json
-from fsm.io.images import check_same_size, list_images, read_images
+from fsm.io.images import IMAGE_SUFFIXES, check_same_size, list_images, read_images
 from fsm.io.video import probe_video, read_video_frames
 
 # Known camera file names inside / next to a clip, tried after the same-stem sidecars.
 KNOWN_CAMERA_NAMES = ("transforms.json", "opencv_cameras.json", "cameras.json")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".gif")  # FFmpeg decodes GIF as a video
 DEFAULT_FPS = 30.0  # for image folders whose camera file states no frame rate
 ASPECT_TOL = 0.02  # relative; a camera file for a different aspect ratio is a different camera
 
@@ -48,8 +49,15 @@ def load_clip(
     times in seconds. Clip.fps is the rate of the returned frames (source rate / stride).
     """
     path = Path(path)
-    if stride < 1 or (max_frames is not None and max_frames < 1):
-        raise ValueError(f"stride and max_frames must be >= 1, got {stride}, {max_frames}")
+    if not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ClipError(f"{path}: stride must be a whole number >= 1, got {stride!r}")
+    if max_frames is not None and (not isinstance(max_frames, (int, np.integer)) or max_frames < 1):
+        raise ClipError(f"{path}: max_frames must be a whole number >= 1, got {max_frames!r}",
+                        cli=f"{path}: --max-frames must be a whole number >= 1, got {max_frames!r}")
+    sizes = (size,) if isinstance(size, (int, np.integer)) else tuple(size) if size is not None else ()
+    if len(sizes) not in (0, 1, 2) or not all(isinstance(s, (int, np.integer)) and s > 0 for s in sizes):
+        raise ClipError(f"{path}: size must be a positive int or (height, width) of positive ints, got {size!r}",
+                        cli=f"{path}: --resolution must be a positive whole number, got {size!r}")
     if not path.exists():
         raise ClipError(f"{path}: file not found")
 
@@ -59,7 +67,8 @@ def load_clip(
         cam_path = Path(cameras) if cameras else _find_cameras(path, _folder_candidates(path))
     elif path.suffix.lower() in CAMERA_SUFFIXES:
         if cameras:
-            raise ClipError(f"{path}: is a camera file; pass the video or image folder as the path to use cameras={cameras}")
+            msg = f"{path}: is a camera file; pass the video or image folder as the clip to use "
+            raise ClipError(msg + f"cameras={cameras}", cli=msg + f"--cameras {cameras}")
         cam_path = path
     else:
         video = path
@@ -91,7 +100,8 @@ def load_clip(
         images = [images[i] for i in rows]
         for f in images:
             if not f.is_file():
-                raise ClipError(f"{f}: image file not found (listed in {cf.path})")
+                tried = f" (the name has no suffix; tried {', '.join(IMAGE_SUFFIXES)})" if f.suffix.lower() not in IMAGE_SUFFIXES else ""
+                raise ClipError(f"{f}: image file not found{tried} (listed in {cf.path})")
         frame_hw = check_same_size(images)
         src_fps = fps or cf.fps or DEFAULT_FPS
         source.update(media="images")
@@ -158,7 +168,8 @@ def _find_cameras(clip: Path, candidates: list[Path]) -> Path:
         if c.is_file():
             return c
     names = ", ".join(sorted({c.name for c in candidates}))
-    raise ClipError(f"{clip}: no camera file found (looked for {names}); pass cameras=PATH")
+    msg = f"{clip}: no camera file found (looked for {names}); pass "
+    raise ClipError(msg + "cameras=PATH", cli=msg + "--cameras PATH")
 
 
 def _media_for_camera_file(cf: CameraFile) -> tuple[Path | None, list[Path] | None]:
@@ -201,6 +212,12 @@ def _rescale_intrinsics(cf: CameraFile, frame_hw: tuple[int, int]) -> np.ndarray
     make this exact, since the image edges 0 and w map to 0 and W."""
     H, W = frame_hw
     if cf.image_hw is None:  # normalised intrinsics (RealEstate10K)
+        # Square pixels make fx_norm * W == fy_norm * H, so the file implies an aspect W/H =
+        # fy_norm / fx_norm; frames of another aspect get stretched intrinsics.
+        implied = np.median(cf.fxfycxcy[:, 1] / cf.fxfycxcy[:, 0])
+        if abs(implied / (W / H) - 1.0) > ASPECT_TOL:
+            warnings.warn(f"{cf.path}: its normalised intrinsics imply {implied:.3f}:1 frames (square pixels) but the "
+                          f"frames are {W}x{H} ({W / H:.3f}:1); wrong frames for this camera file?", stacklevel=3)
         return cf.fxfycxcy * np.array([W, H, W, H], dtype=np.float64)
     h, w = cf.image_hw[:, 0].astype(np.float64), cf.image_hw[:, 1].astype(np.float64)
     sx, sy = W / w, H / h

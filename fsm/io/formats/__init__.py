@@ -30,6 +30,10 @@ def read_cameras(path: str | Path) -> CameraFile:
     if path.suffix.lower() not in (".json", ".jsonl"):
         raise ClipError(f"{path}: unknown camera format (suffix {path.suffix!r}; expected .json, .jsonl or .txt)")
     data = read_json(path)
+    # An empty list of cameras gives no entry to recognise a format by; say what is wrong instead.
+    if data == [] or (isinstance(data, dict) and data.get("frames") == []):
+        what = "the camera list" if data == [] else "'frames'"
+        raise ClipError(f"{path}: {what} is empty (zero cameras)")
     for fmt in JSON_FORMATS:
         if fmt.claims(data):
             return validate(fmt.read(path, data))

@@ -21,7 +21,7 @@ import numpy as np
 
 from fsm.io.clip import Cameras, ClipError
 from fsm.io.formats.base import CameraFile, frames_list, matrix, number, resolve_inside, write_json
-from fsm.io.images import image_size
+from fsm.io.images import image_size, image_with_suffix
 
 NAME = "nerfstudio"
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
@@ -99,10 +99,8 @@ def read(path: Path, data: dict) -> CameraFile:
 
 def _existing_image(file: Path) -> Path | None:
     """The image, or None when absent. Blender-style files omit the '.png' suffix."""
-    if file.is_file():
-        return file
-    with_png = file.with_name(file.name + ".png")
-    return with_png if with_png.is_file() else None
+    file = image_with_suffix(file)
+    return file if file.is_file() else None
 
 
 def write(path: Path, cameras: Cameras, image_files: list[str]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fsm.io.clip import Cameras, ClipError
+from fsm.io.images import image_with_suffix
 from fsm.io.formats.base import (
     CameraFile, frames_list, matrix, number, pixel_intrinsics, resolve_inside, rigid_inverse, write_json,
 )
@@ -48,7 +49,7 @@ def read(path: Path, data: dict) -> CameraFile:
         K.append(pixel_intrinsics(f, path, where))
         idx.append(int(number(f, "index", path, where, "frame index")) if "index" in f else i)
         times.append(number(f, "time", path, where, "time") if "time" in f else None)
-        files.append(resolve_inside(path.parent, f["file_path"], path, where) if "file_path" in f else None)
+        files.append(image_with_suffix(resolve_inside(path.parent, f["file_path"], path, where)) if "file_path" in f else None)
 
     if any(t is None for t in times) and not all(t is None for t in times):
         raise ClipError(f"{path}: some frames have a 'time' and some do not")

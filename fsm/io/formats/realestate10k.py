@@ -23,7 +23,7 @@ NAME = "realestate10k"
 
 def read(path: Path) -> CameraFile:
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise ClipError(f"{path}: cannot read camera file ({e})") from None
     rows = []
