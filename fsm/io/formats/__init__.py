@@ -53,19 +53,21 @@ def write_cameras(
     video: str | None = None,
     image_files: list[str] | None = None,
     url: str = "",
+    indices: list[int] | None = None,
 ) -> Path:
     """Write `cameras` as `format` (one of CAMERA_FORMATS) and return the path.
 
     video: the video's name relative to the file (fsm-view, stereo4d); image_files: one image per
     camera relative to the file (needed by nerfstudio, lact; optional for fsm-view); fps: needed by
-    fsm-view; url: line 1 of a RealEstate10K file. Times survive in fsm-view and RealEstate10K
+    fsm-view; url: line 1 of a RealEstate10K file; indices: the video frame of each camera
+    (fsm-view only; default 0, 1, 2, ...). Times survive in fsm-view and RealEstate10K
     (to 1 us) only; the other formats derive them from frame positions and the frame rate.
     """
     path = Path(path)
     if format == own_json.NAME:
         if fps is None:
             raise ValueError("the fsm-view format needs fps")
-        own_json.write(path, cameras, fps, video=video, image_files=image_files)
+        own_json.write(path, cameras, fps, video=video, image_files=image_files, indices=indices)
     elif format == stereo4d.NAME:
         if video is None:
             raise ValueError("the stereo4d format needs the video's name")

@@ -174,7 +174,18 @@ def write_json(path: Path, data) -> None:
         fields = [f"{json.dumps(k)}: {entries(v) if isinstance(v, list) and v and isinstance(v[0], dict) else json.dumps(v)}"
                   for k, v in data.items()]
         text = "{\n" + ",\n".join(fields) + "\n}"
-    Path(path).write_text(text + "\n")
+    write_text_atomic(Path(path), text + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a temporary file beside `path`, then rename it over `path`: a crash or a full disk
+    never leaves a half-written camera file (the rename is atomic on one file system)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -70,12 +70,14 @@ def read(path: Path, data: dict) -> CameraFile:
     )
 
 
-def write(path: Path, cameras: Cameras, fps: float, video: str | None = None, image_files: list[str] | None = None) -> None:
-    """c2w is written as is (not inverted), so float32 cameras read back bit-exactly."""
+def write(path: Path, cameras: Cameras, fps: float, video: str | None = None, image_files: list[str] | None = None,
+          indices: list[int] | None = None) -> None:
+    """c2w is written as is (not inverted), so float32 cameras read back bit-exactly. indices: the
+    video frame (or folder image) of each camera, when not 0, 1, 2, ..."""
     frames = []
     for i in range(len(cameras)):
         fx, fy, cx, cy = cameras.fxfycxcy[i].tolist()
-        f = {"index": i, "time": float(cameras.times[i]), "fx": fx, "fy": fy, "cx": cx, "cy": cy,
+        f = {"index": i if indices is None else int(indices[i]), "time": float(cameras.times[i]), "fx": fx, "fy": fy, "cx": cx, "cy": cy,
              "c2w": cameras.c2w[i].tolist()}
         if image_files is not None:
             f["file_path"] = str(image_files[i])

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fsm.io.clip import Cameras, ClipError
-from fsm.io.formats.base import CameraFile, rigid_inverse
+from fsm.io.formats.base import CameraFile, rigid_inverse, write_text_atomic
 
 NAME = "realestate10k"
 
@@ -67,4 +67,4 @@ def write(path: Path, cameras: Cameras, url: str = "") -> None:
         stamp = round(float(cameras.times[i]) * 1e6)
         nums = [*K[i].tolist(), 0.0, 0.0, *w2c[i].tolist()]
         lines.append(" ".join([str(stamp), *(repr(float(v)) for v in nums)]))
-    Path(path).write_text("\n".join(lines) + "\n")
+    write_text_atomic(Path(path), "\n".join(lines) + "\n")

@@ -1,0 +1,104 @@
+"""Structure from motion (fsm.io.estimate_cameras, COLMAP via pycolmap) on a synthetic clip whose
+cameras are known: the recovered trajectory and focal length against the truth, dropped frames,
+reuse, the cache location, and the failure paths."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fsm.data.synthetic import frame_times, make_path, make_scene, render
+from fsm.io import ClipError, estimate_cameras, load_clip, read_cameras, sfm_cameras_path
+from fsm.io.sfm import trajectory_error
+from fsm.io.video import write_video
+
+pytest.importorskip("pycolmap")
+
+H, W, N, FPS = 192, 256, 26, 8.0
+BLANK = (5, 17)  # frames replaced by a flat grey image: nothing to match, so never registered
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory):
+    """A textured room circled by the camera, as an .mp4 with no camera file; and the truth."""
+    folder = tmp_path_factory.mktemp("sfm")
+    scene = make_scene(7, "room")
+    path = make_path(scene, "orbit")
+    times = frame_times(N, fps=FPS)
+    c2w, K = path.c2w(times), path.fxfycxcy(N, H, W)
+    frames = render(scene, c2w, K, times, H, W)
+    frames[list(BLANK)] = 0.5
+    write_video(folder / "room.mp4", frames, FPS)
+    return folder / "room.mp4", c2w.double().numpy(), K.double().numpy()
+
+
+def test_recovers_the_synthetic_trajectory(room):
+    video, c2w_true, K_true = room
+    assert not video.with_suffix(".json").exists()
+    with pytest.warns(UserWarning, match=rf"registered {N - len(BLANK)} of {N} frames; the other {len(BLANK)} are left out"):
+        out = estimate_cameras(video, max_frames=N, size=W, progress=False)
+    assert out == video.with_suffix(".json")
+    cf = read_cameras(out)
+    kept = [i for i in range(N) if i not in BLANK]
+    assert cf.frame_indices.tolist() == kept
+    np.testing.assert_allclose(cf.times, np.array(kept) / FPS)
+    err = trajectory_error(cf.c2w, c2w_true[kept])
+    assert err["rmse_share"] < 0.05, err
+    assert err["rotation_deg"] < 3.0, err
+    assert abs(cf.fxfycxcy[:, 0].mean() / K_true[0, 0] - 1) < 0.08  # one shared pinhole camera
+    np.testing.assert_allclose(cf.fxfycxcy[:, 2:], [[W / 2, H / 2]] * len(kept), atol=1e-6)
+
+    # the sidecar is found like any other, and only registered frames are loaded
+    clip = load_clip(video, size=64)
+    assert len(clip) == len(kept) and clip.source["frame_indices"] == kept
+    # a second run reuses the file
+    stamp = out.stat().st_mtime_ns
+    assert estimate_cameras(video, max_frames=N, size=W, progress=False) == out and out.stat().st_mtime_ns == stamp
+
+
+def test_too_few_registered_says_how_many(room, tmp_path):
+    video = tmp_path / "room.mp4"
+    video.write_bytes(room[0].read_bytes())
+    with pytest.raises(ClipError, match=r"registered only 10 of 12 frames.*more frames") as info:
+        estimate_cameras(video, max_frames=12, size=W, min_registered=0.95, progress=False)
+    assert "--max-frames" in info.value.cli and "--cameras PATH" in info.value.cli
+    assert list(tmp_path.iterdir()) == [video]  # nothing half-written
+
+
+def test_no_reconstruction(tmp_path):
+    y, x = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 96), indexing="ij")
+    smooth = torch.stack([x, y, 0.5 * torch.ones_like(x)])[None].repeat(6, 1, 1, 1)  # no corners, no parallax
+    write_video(tmp_path / "flat.mp4", smooth, 10.0)
+    with pytest.raises(ClipError, match=r"flat.mp4: structure from motion found no reconstruction from 6 frames"):
+        estimate_cameras(tmp_path / "flat.mp4", progress=False)
+    assert not (tmp_path / "flat.json").exists()
+
+
+def test_bad_inputs(tmp_path):
+    (tmp_path / "junk.mp4").write_bytes(os.urandom(2000))
+    with pytest.raises(ClipError, match="junk.mp4: cannot open video"):
+        estimate_cameras(tmp_path / "junk.mp4", progress=False)
+    with pytest.raises(ClipError, match="nope.mp4: file not found"):
+        estimate_cameras(tmp_path / "nope.mp4", progress=False)
+    with pytest.raises(ClipError, match="max_frames >= 2"):
+        estimate_cameras(tmp_path / "junk.mp4", max_frames=1, progress=False)
+
+
+def test_unwritable_folder_uses_the_cache(tmp_path, monkeypatch):
+    video = tmp_path / "clip" / "v.mp4"
+    video.parent.mkdir()
+    video.write_bytes(b"x")
+    assert sfm_cameras_path(video) == video.with_suffix(".json")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("fsm.io.sfm.os.access", lambda p, mode: False)
+    cached = sfm_cameras_path(video)
+    assert cached.parent == tmp_path / "cache" / "fsm-view" / "cameras" and cached.name.startswith("v-")
+    video.write_bytes(b"xy")  # another file at the same path gets another cache entry
+    assert sfm_cameras_path(video) != cached
+    # an existing cache entry is reused without running anything
+    cached = sfm_cameras_path(video)
+    cached.parent.mkdir(parents=True)
+    cached.write_text(json.dumps({"stub": True}))
+    assert estimate_cameras(video, progress=False) == cached
