@@ -7,7 +7,7 @@
 Formats and conventions: docs/clips.md.
 """
 
-from fsm.io.clip import Cameras, Clip, ClipError
+from fsm.io.clip import Cameras, CamerasNotFound, Clip, ClipError
 from fsm.io.formats import CAMERA_FORMATS, read_cameras, write_cameras
 from fsm.io.load import load_clip
 from fsm.io.sfm import estimate_cameras, sfm_cameras_path
@@ -16,6 +16,7 @@ from fsm.io.write import write_clip, write_images
 __all__ = [
     "CAMERA_FORMATS",
     "Cameras",
+    "CamerasNotFound",
     "Clip",
     "ClipError",
     "estimate_cameras",

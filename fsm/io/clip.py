@@ -19,6 +19,10 @@ class ClipError(ValueError):
         self.cli = cli or message
 
 
+class CamerasNotFound(ClipError):
+    """No camera file was given or found for a video / image folder (estimate_cameras can make one)."""
+
+
 @dataclass
 class Cameras:
     """One camera per frame. OpenCV axes; intrinsics in pixels of a (height, width) image."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fsm.cameras import CoverCrop
-from fsm.io.clip import Cameras, Clip, ClipError
+from fsm.io.clip import Cameras, CamerasNotFound, Clip, ClipError
 from fsm.io.formats import CAMERA_SUFFIXES, CameraFile, read_cameras
 from fsm.io.formats.base import read_json
 from fsm.io.images import IMAGE_SUFFIXES, check_same_size, list_images, read_images
@@ -169,7 +169,8 @@ def _find_cameras(clip: Path, candidates: list[Path]) -> Path:
             return c
     names = ", ".join(sorted({c.name for c in candidates}))
     msg = f"{clip}: no camera file found (looked for {names}); pass "
-    raise ClipError(msg + "cameras=PATH", cli=msg + "--cameras PATH")
+    raise CamerasNotFound(msg + "cameras=PATH, or estimate them with fsm.io.estimate_cameras",
+                          cli=msg + "--cameras PATH, or drop --no-sfm to estimate them")
 
 
 def _media_for_camera_file(cf: CameraFile) -> tuple[Path | None, list[Path] | None]:
