@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fsm.data.synthetic import frame_times, make_path, make_scene, render
-from fsm.io import ClipError, estimate_cameras, load_clip, read_cameras, sfm_cameras_path
+from fsm.io import CamerasNotFound, ClipError, estimate_cameras, load_clip, read_cameras, sfm_cameras_path
 from fsm.io.sfm import trajectory_error
 from fsm.io.video import write_video
 
@@ -56,6 +56,18 @@ def test_recovers_the_synthetic_trajectory(room):
     # a second run reuses the file
     stamp = out.stat().st_mtime_ns
     assert estimate_cameras(video, max_frames=N, size=W, progress=False) == out and out.stat().st_mtime_ns == stamp
+
+
+def test_load_clip_estimates_when_asked(room, tmp_path):
+    video = tmp_path / "room.mp4"
+    video.write_bytes(room[0].read_bytes())
+    with pytest.raises(CamerasNotFound) as info:
+        load_clip(video)
+    assert "sfm=True" in str(info.value) and "--cameras PATH" in info.value.cli
+    with pytest.warns(UserWarning, match="registered"):  # two grey frames among the 12 picked
+        clip = load_clip(video, sfm=True, max_frames=12, size=64)
+    assert video.with_suffix(".json").is_file() and 8 <= len(clip) <= 11
+    assert clip.frames.shape[1:] == (3, 64, 64)
 
 
 def test_too_few_registered_says_how_many(room, tmp_path):

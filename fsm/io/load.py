@@ -10,6 +10,7 @@ Everything is checked before a Clip is returned; any problem is one ClipError.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from fsm.io.clip import Cameras, CamerasNotFound, Clip, ClipError
 from fsm.io.formats import CAMERA_SUFFIXES, CameraFile, read_cameras
 from fsm.io.formats.base import read_json
 from fsm.io.images import IMAGE_SUFFIXES, check_same_size, list_images, read_images
+from fsm.io.sfm import estimate_cameras, sfm_cameras_path
 from fsm.io.video import probe_video, read_video_frames
 
 # Known camera file names inside / next to a clip, tried after the same-stem sidecars.
@@ -37,6 +39,8 @@ def load_clip(
     stride: int = 1,
     size: int | tuple[int, int] | None = None,
     fps: float | None = None,
+    sfm: bool = False,
+    sfm_frames: int = 64,
 ) -> Clip:
     """Load frames + one camera per frame.
 
@@ -45,6 +49,9 @@ def load_clip(
     size: int or (H, W): resize to cover and crop the centre, intrinsics adjusted.
     fps: frame rate for times the camera file does not state (default: the video's rate,
          or 30 for images).
+    sfm: when no camera file is found for a video / image folder, estimate one with
+         fsm.io.estimate_cameras (up to max_frames or sfm_frames frames; written next to the
+         clip and reused next time) instead of failing.
     Returns frames (N,3,H,W) float32 in [0,1], OpenCV c2w, intrinsics in pixels of the frames,
     times in seconds. Clip.fps is the rate of the returned frames (source rate / stride).
     """
@@ -64,7 +71,7 @@ def load_clip(
     # 1. Where are the frames and the cameras?
     video, images = None, None
     if path.is_dir():
-        cam_path = Path(cameras) if cameras else _find_cameras(path, _folder_candidates(path))
+        cam_path = Path(cameras) if cameras else _find_cameras(path, _folder_candidates(path), sfm, max_frames or sfm_frames)
     elif path.suffix.lower() in CAMERA_SUFFIXES:
         if cameras:
             msg = f"{path}: is a camera file; pass the video or image folder as the clip to use "
@@ -72,7 +79,7 @@ def load_clip(
         cam_path = path
     else:
         video = path
-        cam_path = Path(cameras) if cameras else _find_cameras(path, _video_candidates(path))
+        cam_path = Path(cameras) if cameras else _find_cameras(path, _video_candidates(path), sfm, max_frames or sfm_frames)
     cf = read_cameras(cam_path)
     if video is None:
         if cf.image_files is not None:  # the camera file names one image per camera
@@ -163,13 +170,20 @@ def _folder_candidates(folder: Path) -> list[Path]:
     return inside + beside
 
 
-def _find_cameras(clip: Path, candidates: list[Path]) -> Path:
+def _find_cameras(clip: Path, candidates: list[Path], sfm: bool = False, sfm_frames: int = 64) -> Path:
     for c in candidates:
         if c.is_file():
             return c
     names = ", ".join(sorted({c.name for c in candidates}))
+    if sfm:
+        cached = sfm_cameras_path(clip)  # an unwritable clip folder: estimated before into the cache?
+        if cached.is_file():
+            return cached
+        print(f"{clip}: no camera file found (looked for {names}); estimating cameras by structure from motion",
+              file=sys.stderr)
+        return estimate_cameras(clip, max_frames=max(2, sfm_frames))
     msg = f"{clip}: no camera file found (looked for {names}); pass "
-    raise CamerasNotFound(msg + "cameras=PATH, or estimate them with fsm.io.estimate_cameras",
+    raise CamerasNotFound(msg + "cameras=PATH, or sfm=True to estimate them",
                           cli=msg + "--cameras PATH, or drop --no-sfm to estimate them")
 
 
