@@ -321,3 +321,21 @@ def test_other_container_and_codec(tmp_path):
     write_cameras(tmp_path / "v.json", random_cameras(7, 48, 64), "fsm-view", fps=30.0, video="v.webm")
     with pytest.raises(ClipError, match=r"v\.webm: video ended after 5 frames but frame 6"):
         load_clip(tmp_path / "v.webm")
+
+
+# ----------------------------------------------------------------------------------------------
+# More camera layouts (issue 13, part 2)
+
+
+@pytest.mark.parametrize("key", ["K", "intrinsic_matrix"])
+def test_nerfstudio_intrinsics_as_a_matrix(tmp_path, key):
+    cams = random_cameras(3, 24, 32)
+    path = write_in_format(tmp_path, "nerfstudio", smooth_frames(3, 24, 32), cams, 30.0)
+    data = json.loads(path.read_text())
+    for f in data["frames"]:
+        fx, fy, cx, cy = (f.pop(k) for k in ("fl_x", "fl_y", "cx", "cy"))
+        f[key] = [[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]
+    path.write_text(json.dumps(data))
+    clip = load_clip(path)
+    torch.testing.assert_close(clip.fxfycxcy, cams.fxfycxcy)
+    torch.testing.assert_close(clip.c2w, cams.c2w, atol=1e-6, rtol=0)

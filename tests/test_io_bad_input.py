@@ -348,3 +348,25 @@ def test_cli_wording_names_the_flag(clip_dir):
     with pytest.raises(ClipError) as info:
         load_clip(clip_dir / "walk.mp4")
     assert "cameras=PATH" in str(info.value) and "--cameras PATH" in info.value.cli
+
+
+@pytest.mark.parametrize("model", ["OPENCV_FISHEYE", "EQUIRECTANGULAR", "FISHEYE624"])
+def test_nerfstudio_camera_model_not_pinhole_is_refused(tmp_path, model):
+    files = write_images(tmp_path / "images", smooth_frames(2, 8, 10))
+    write_cameras(tmp_path / "transforms.json", random_cameras(2, 8, 10), "nerfstudio",
+                  image_files=[str(f.relative_to(tmp_path)) for f in files])
+    data = json.loads((tmp_path / "transforms.json").read_text())
+    data["camera_model"] = model
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    raises(lambda: load_clip(tmp_path / "transforms.json"), "transforms.json", repr(model), "cannot use")
+
+
+def test_nerfstudio_bad_intrinsic_matrix(tmp_path):
+    files = write_images(tmp_path / "images", smooth_frames(1, 8, 10))
+    write_cameras(tmp_path / "transforms.json", random_cameras(1, 8, 10), "nerfstudio", image_files=[str(files[0].relative_to(tmp_path))])
+    data = json.loads((tmp_path / "transforms.json").read_text())
+    for k in ("fl_x", "fl_y", "cx", "cy"):
+        data.pop(k, None)
+    data["frames"][0]["K"] = [[5.0, 0.0, 4.0], [0.0, 5.0, 4.0]]
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    raises(lambda: load_clip(tmp_path / "transforms.json"), "transforms.json", "intrinsic matrix")
