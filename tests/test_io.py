@@ -339,3 +339,60 @@ def test_nerfstudio_intrinsics_as_a_matrix(tmp_path, key):
     clip = load_clip(path)
     torch.testing.assert_close(clip.fxfycxcy, cams.fxfycxcy)
     torch.testing.assert_close(clip.c2w, cams.c2w, atol=1e-6, rtol=0)
+
+
+def square_pixel_centred(n, h, w):
+    """Cameras as LLFF states them: one focal length, principal point at the image centre."""
+    cams = random_cameras(n, h, w)
+    cams.fxfycxcy[:] = torch.tensor([0.9 * w, 0.9 * w, w / 2, h / 2])
+    return cams
+
+
+def test_llff_poses_bounds(tmp_path):
+    n, h, w = 4, 24, 32
+    cams = square_pixel_centred(n, h, w)
+    c2w = cams.c2w.double().numpy()
+    # LLFF's 3x5 [down, right, back | position | h w f], written here from the OpenCV axes
+    m = np.concatenate([c2w[:, :3, 1:2], c2w[:, :3, 0:1], -c2w[:, :3, 2:3], c2w[:, :3, 3:4],
+                        np.tile([[h], [w], [0.9 * w]], (n, 1, 1))], 2)
+    np.save(tmp_path / "poses_bounds.npy", np.concatenate([m.reshape(n, 15), np.tile([0.5, 9.0], (n, 1))], 1))
+    frames = smooth_frames(n, h, w)
+    write_images(tmp_path / "images", frames, pattern="IMG_{}.png")  # natural order: IMG_2 before IMG_10
+    write_images(tmp_path / "images_2", torch.nn.functional.avg_pool2d(frames, 2))
+    clip = load_clip(tmp_path)  # the project folder: poses_bounds.npy inside, images/ first
+    assert clip.source["camera_format"] == "llff" and clip.frames.shape == (n, 3, h, w)
+    torch.testing.assert_close(clip.c2w, cams.c2w, atol=1e-6, rtol=0)
+    torch.testing.assert_close(clip.fxfycxcy, cams.fxfycxcy)
+    half = load_clip(tmp_path / "images_2")  # a downsampled folder: intrinsics scaled to it
+    assert half.frames.shape == (n, 3, h // 2, w // 2)
+    torch.testing.assert_close(half.fxfycxcy, cams.fxfycxcy / 2)
+    torch.testing.assert_close(half.c2w, cams.c2w, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_colmap_sparse_model(tmp_path, binary):
+    pycolmap = pytest.importorskip("pycolmap")
+    n, h, w = 3, 24, 32
+    cams = random_cameras(n, h, w)
+    rec = pycolmap.Reconstruction()
+    names = [f"frame_{i}.png" for i in (10, 2, 1)]  # model order differs from natural name order
+    order = np.argsort([10, 2, 1])  # -> frames 1, 2, 10
+    for cam_id, i in enumerate(range(n), start=1):
+        fx, fy, cx, cy = cams.fxfycxcy[i].double().tolist()
+        rec.add_camera_with_trivial_rig(pycolmap.Camera.create_from_model_name(cam_id, "PINHOLE", fx, w, h))
+        rec.cameras[cam_id].params = [fx, fy, cx, cy]
+        w2c = np.linalg.inv(cams.c2w[i].double().numpy())
+        rec.add_image_with_trivial_frame(pycolmap.Image(name=names[i], camera_id=cam_id, image_id=i + 1), pycolmap.Rigid3d(w2c[:3]))
+    (tmp_path / "sparse" / "0").mkdir(parents=True)
+    (rec.write_binary if binary else rec.write_text)(tmp_path / "sparse" / "0")
+    frames = smooth_frames(n, h, w)
+    (tmp_path / "images").mkdir()
+    for i in range(n):
+        write_images(tmp_path / "images", frames[i : i + 1], pattern=names[i])
+    clip = load_clip(tmp_path)  # project folder with images/ beside sparse/
+    assert clip.source["camera_format"] == "colmap"
+    torch.testing.assert_close(clip.c2w, cams.c2w[order], atol=1e-5, rtol=0)
+    torch.testing.assert_close(clip.fxfycxcy, cams.fxfycxcy[order])
+    torch.testing.assert_close(clip.frames, frames[order], atol=2 / 255, rtol=0)
+    for other in (tmp_path / "sparse" / "0", tmp_path / "images"):  # the model itself, or the images folder
+        torch.testing.assert_close(load_clip(other).c2w, clip.c2w)

@@ -370,3 +370,28 @@ def test_nerfstudio_bad_intrinsic_matrix(tmp_path):
     data["frames"][0]["K"] = [[5.0, 0.0, 4.0], [0.0, 5.0, 4.0]]
     (tmp_path / "transforms.json").write_text(json.dumps(data))
     raises(lambda: load_clip(tmp_path / "transforms.json"), "transforms.json", "intrinsic matrix")
+
+
+def test_llff_bad_array_and_counts(tmp_path):
+    np.save(tmp_path / "poses_bounds.npy", np.zeros((3, 15)))
+    raises(lambda: load_clip(tmp_path / "poses_bounds.npy"), "poses_bounds.npy", "(N, 17)", "(3, 15)")
+    a = np.zeros((3, 17))
+    a[:, [1, 5, 12]] = 1.0  # a rigid [down, right, back] rotation
+    a[:, 4], a[:, 9], a[:, 14] = 8, 10, 9  # h, w, focal
+    np.save(tmp_path / "poses_bounds.npy", a)
+    write_images(tmp_path / "images", smooth_frames(2, 8, 10))
+    raises(lambda: load_clip(tmp_path), "poses_bounds.npy", "3 poses", "2 images")
+
+
+def test_colmap_fisheye_refused(tmp_path):
+    pycolmap = pytest.importorskip("pycolmap")
+    rec = pycolmap.Reconstruction()
+    rec.add_camera_with_trivial_rig(pycolmap.Camera.create_from_model_name(1, "OPENCV_FISHEYE", 10.0, 10, 8))
+    rec.add_image_with_trivial_frame(pycolmap.Image(name="a.png", camera_id=1, image_id=1), pycolmap.Rigid3d())
+    (tmp_path / "sparse" / "0").mkdir(parents=True)
+    rec.write_text(tmp_path / "sparse" / "0")
+    write_images(tmp_path / "images", smooth_frames(1, 8, 10), pattern="a.png")
+    raises(lambda: load_clip(tmp_path), "sparse/0", "OPENCV_FISHEYE", "cannot use")
+    (tmp_path / "sparse" / "0" / "images.txt").write_text("garbage\n")
+    with pytest.raises(ClipError, match="sparse/0"):
+        load_clip(tmp_path)

@@ -19,7 +19,7 @@ import torch
 
 from fsm.cameras import CoverCrop
 from fsm.io.clip import Cameras, CamerasNotFound, Clip, ClipError
-from fsm.io.formats import CAMERA_SUFFIXES, CameraFile, read_cameras
+from fsm.io.formats import CAMERA_SUFFIXES, CameraFile, colmap, llff, read_cameras
 from fsm.io.formats.base import read_json
 from fsm.io.images import IMAGE_SUFFIXES, check_same_size, list_images, read_images
 from fsm.io.sfm import estimate_cameras, sfm_cameras_path
@@ -70,7 +70,11 @@ def load_clip(
 
     # 1. Where are the frames and the cameras?
     video, images = None, None
-    if path.is_dir():
+    if colmap.is_model(path):  # a COLMAP sparse folder given as the clip: it lists the images
+        if cameras:
+            raise ClipError(f"{path}: is a COLMAP model; pass its project folder or images folder as the clip to use cameras={cameras}")
+        cam_path = path
+    elif path.is_dir():
         cam_path = Path(cameras) if cameras else _find_cameras(path, _folder_candidates(path), sfm, max_frames or sfm_frames)
     elif path.suffix.lower() in CAMERA_SUFFIXES:
         if cameras:
@@ -82,7 +86,9 @@ def load_clip(
         cam_path = Path(cameras) if cameras else _find_cameras(path, _video_candidates(path), sfm, max_frames or sfm_frames)
     cf = read_cameras(cam_path)
     if video is None:
-        if cf.image_files is not None:  # the camera file names one image per camera
+        if cf.format == llff.NAME and path.is_dir() and path != cf.path.parent and path != cam_path:
+            images = list_images(path)  # e.g. images_4/ next to poses_bounds.npy: this folder, not images/
+        elif cf.image_files is not None:  # the camera file names one image per camera
             images = cf.image_files
         elif path.is_dir():
             images = list_images(path)
@@ -165,14 +171,16 @@ def _names_video(json_path: Path, video: Path) -> bool:
 
 
 def _folder_candidates(folder: Path) -> list[Path]:
-    inside = [folder / n for n in KNOWN_CAMERA_NAMES]
+    inside = [folder / n for n in (*KNOWN_CAMERA_NAMES, llff.FILE_NAME, "sparse/0", "sparse")]
     beside = [folder.parent / (folder.name + s) for s in (".json", ".jsonl", ".txt")]
-    return inside + beside
+    # LLFF (images_4/ next to poses_bounds.npy) and COLMAP (images/ next to sparse/) projects
+    project = [folder.parent / llff.FILE_NAME, folder.parent / "sparse" / "0", folder.parent / "sparse"]
+    return inside + beside + project
 
 
 def _find_cameras(clip: Path, candidates: list[Path], sfm: bool = False, sfm_frames: int = 64) -> Path:
     for c in candidates:
-        if c.is_file():
+        if c.is_file() or colmap.is_model(c):
             return c
     names = ", ".join(sorted({c.name for c in candidates}))
     if sfm:

@@ -10,25 +10,34 @@ from __future__ import annotations
 from pathlib import Path
 
 from fsm.io.clip import Cameras, ClipError
-from fsm.io.formats import lact, nerfstudio, own_json, realestate10k, stereo4d
+from fsm.io.formats import colmap, lact, llff, nerfstudio, own_json, realestate10k, stereo4d
 from fsm.io.formats.base import CameraFile, read_json, validate
 
 # JSON formats in the order they are tried; each `claims` looks only at the keys it needs.
 JSON_FORMATS = (own_json, stereo4d, nerfstudio, lact)
+# Formats write_cameras writes; read_cameras also reads COLMAP models and LLFF poses_bounds.npy.
 CAMERA_FORMATS = (own_json.NAME, stereo4d.NAME, realestate10k.NAME, nerfstudio.NAME, lact.NAME)
-CAMERA_SUFFIXES = (".json", ".jsonl", ".txt")
+CAMERA_SUFFIXES = (".json", ".jsonl", ".txt", ".npy")
 
 __all__ = ["CAMERA_FORMATS", "CAMERA_SUFFIXES", "CameraFile", "read_cameras", "write_cameras"]
 
 
 def read_cameras(path: str | Path) -> CameraFile:
     path = Path(path)
+    if path.is_dir():  # a COLMAP model (sparse/0), or a project folder holding one
+        model = colmap.find_model(path)
+        if model is None:
+            raise ClipError(f"{path}: is a folder but not a COLMAP model (no cameras.bin or cameras.txt in it or in sparse/0)")
+        return validate(colmap.read(model))
     if not path.is_file():
         raise ClipError(f"{path}: camera file not found")
     if path.suffix.lower() == ".txt":
         return validate(realestate10k.read(path))
+    if path.suffix.lower() == ".npy":
+        return validate(llff.read(path))
     if path.suffix.lower() not in (".json", ".jsonl"):
-        raise ClipError(f"{path}: unknown camera format (suffix {path.suffix!r}; expected .json, .jsonl or .txt)")
+        raise ClipError(f"{path}: unknown camera format (suffix {path.suffix!r}; expected .json, .jsonl, .txt, "
+                        "LLFF poses_bounds.npy or a COLMAP sparse folder)")
     data = read_json(path)
     # An empty list of cameras gives no entry to recognise a format by; say what is wrong instead.
     if data == [] or (isinstance(data, dict) and data.get("frames") == []):
