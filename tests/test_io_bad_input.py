@@ -204,7 +204,7 @@ def test_mixed_image_sizes(tmp_path):
     Image.new("RGB", (10, 8)).save(folder / "0.png")
     Image.new("RGB", (10, 8)).save(folder / "1.png")
     Image.new("RGB", (12, 8)).save(folder / "2.png")
-    raises(lambda: load_clip(folder), "2.png", "12x8", "10x8", "mixed image sizes")
+    raises(lambda: load_clip(folder), "2.png", "12x8", "10x8", "different aspect ratios")
 
 
 def test_corrupt_image(tmp_path):
