@@ -16,7 +16,7 @@ from fsm.io.video import write_video
 
 pytest.importorskip("pycolmap")
 
-H, W, N, FPS = 192, 256, 26, 8.0
+H, W, N, FPS = 240, 320, 34, 8.0
 BLANK = (5, 17)  # frames replaced by a flat grey image: nothing to match, so never registered
 
 
@@ -37,17 +37,20 @@ def room(tmp_path_factory):
 def test_recovers_the_synthetic_trajectory(room):
     video, c2w_true, K_true = room
     assert not video.with_suffix(".json").exists()
-    with pytest.warns(UserWarning, match=rf"registered {N - len(BLANK)} of {N} frames; the other {len(BLANK)} are left out"):
+    with pytest.warns(UserWarning, match=rf"registered \d+ of {N} frames; the other \d+ are left out") as record:
         out = estimate_cameras(video, max_frames=N, size=W, progress=False)
     assert out == video.with_suffix(".json")
     cf = read_cameras(out)
-    kept = [i for i in range(N) if i not in BLANK]
-    assert cf.frame_indices.tolist() == kept
+    kept = cf.frame_indices.tolist()
+    assert not set(kept) & set(BLANK) and len(kept) >= N - len(BLANK) - 2  # the grey frames, at most 2 more
+    assert f"registered {len(kept)} of {N} frames; the other {N - len(kept)} are left out" in str(record[0].message)
     np.testing.assert_allclose(cf.times, np.array(kept) / FPS)
     err = trajectory_error(cf.c2w, c2w_true[kept])
+    # COLMAP's multi-threaded bundle adjustment is not bit-reproducible; over 7 runs this clip gave
+    # RMSE 0.6-2.1% of the extent, orientation errors 0.5-2.4 degrees, focal errors -4%..+3%.
     assert err["rmse_share"] < 0.05, err
     assert err["rotation_deg"] < 3.0, err
-    assert abs(cf.fxfycxcy[:, 0].mean() / K_true[0, 0] - 1) < 0.08  # one shared pinhole camera
+    assert abs(cf.fxfycxcy[:, 0].mean() / K_true[0, 0] - 1) < 0.06  # one shared pinhole camera
     np.testing.assert_allclose(cf.fxfycxcy[:, 2:], [[W / 2, H / 2]] * len(kept), atol=1e-6)
 
     # the sidecar is found like any other, and only registered frames are loaded
@@ -64,17 +67,17 @@ def test_load_clip_estimates_when_asked(room, tmp_path):
     with pytest.raises(CamerasNotFound) as info:
         load_clip(video)
     assert "sfm=True" in str(info.value) and "--cameras PATH" in info.value.cli
-    with pytest.warns(UserWarning, match="registered"):  # two grey frames among the 12 picked
-        clip = load_clip(video, sfm=True, max_frames=12, size=64)
-    assert video.with_suffix(".json").is_file() and 8 <= len(clip) <= 11
-    assert clip.frames.shape[1:] == (3, 64, 64)
+    clip = load_clip(video, sfm=True, max_frames=17, size=64)  # every 2nd frame, none of them grey
+    assert video.with_suffix(".json").is_file() and 15 <= len(clip) <= 17
+    assert clip.frames.shape[1:] == (3, 64, 88)  # 256x192 at short side 64: 85.3 -> 88 (a multiple of 8)
 
 
 def test_too_few_registered_says_how_many(room, tmp_path):
     video = tmp_path / "room.mp4"
     video.write_bytes(room[0].read_bytes())
-    with pytest.raises(ClipError, match=r"registered only 10 of 12 frames.*more frames") as info:
-        estimate_cameras(video, max_frames=12, size=W, min_registered=0.95, progress=False)
+    assert 17 in np.linspace(0, N - 1, 18).round()  # a grey frame among the 18 picked: at most 17 register
+    with pytest.raises(ClipError, match=r"registered only \d+ of 18 frames \(needs 95%\).*more frames") as info:
+        estimate_cameras(video, max_frames=18, size=W, min_registered=0.95, progress=False)
     assert "--max-frames" in info.value.cli and "--cameras PATH" in info.value.cli
     assert list(tmp_path.iterdir()) == [video]  # nothing half-written
 
@@ -114,3 +117,15 @@ def test_unwritable_folder_uses_the_cache(tmp_path, monkeypatch):
     cached.parent.mkdir(parents=True)
     cached.write_text(json.dumps({"stub": True}))
     assert estimate_cameras(video, progress=False) == cached
+
+
+def test_unwritable_folder_end_to_end(room, tmp_path, monkeypatch, capsys):
+    video = tmp_path / "room.mp4"
+    video.write_bytes(room[0].read_bytes())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("fsm.io.sfm.os.access", lambda p, mode: False)
+    out = estimate_cameras(video, max_frames=17, progress=False)
+    assert out.parent == tmp_path / "cache" / "fsm-view" / "cameras" and out.is_file()
+    assert not video.with_suffix(".json").exists() and "not writable" in capsys.readouterr().err
+    clip = load_clip(video, sfm=True, size=32)  # found in the cache: no second run
+    assert clip.source["cameras_path"] == str(out) and "estimating" not in capsys.readouterr().err
