@@ -119,6 +119,27 @@ def test_unwritable_folder_uses_the_cache(tmp_path, monkeypatch):
     assert estimate_cameras(video, progress=False) == cached
 
 
+def test_command_line_estimates_or_refuses(room, tmp_path, capsys):
+    """fsm-view / fsm-render on a plain video: --no-sfm refuses naming --cameras PATH; without it
+    the cameras are estimated (one line says so) and the clip loads at the requested resolution."""
+    import fsm
+    from fsm.model import FSM
+    from fsm_viewer.app import load_inputs
+
+    video = tmp_path / "room.mp4"
+    video.write_bytes(room[0].read_bytes())
+    ckpt = tmp_path / "tiny.pt"
+    fsm.save_checkpoint(ckpt, FSM.from_preset("tiny"))
+    with pytest.raises(SystemExit):
+        load_inputs(video, ckpt, None, "cpu", 17, 32, sfm=False)
+    err = capsys.readouterr().err
+    assert "no camera file found" in err and "--cameras PATH" in err and "cameras=PATH" not in err
+    _, clip = load_inputs(video, ckpt, None, "cpu", 17, 32)
+    err = capsys.readouterr().err
+    assert "estimating cameras by structure from motion" in err and video.with_suffix(".json").is_file()
+    assert clip.frames.shape[2:] == (32, 40)  # 256x192 -> short side 32, long side 42.7 -> 40
+
+
 def test_unwritable_folder_end_to_end(room, tmp_path, monkeypatch, capsys):
     video = tmp_path / "room.mp4"
     video.write_bytes(room[0].read_bytes())
