@@ -288,7 +288,11 @@ class ClipArgs:
     max_frames: int | None = None
     """Read at most this many frames of the clip."""
     resolution: int = 128
-    """Model input size: frames are resized to cover it and centre-cropped (square)."""
+    """Model input size: the frames' short side; the long side keeps the clip's aspect (a multiple
+    of the patch, so a few pixels may be cropped from its ends)."""
+    no_sfm: tyro.conf.FlagCreatePairsOff[bool] = False
+    """With no camera file next to the clip, refuse instead of estimating cameras by structure
+    from motion (COLMAP; written next to the clip and reused)."""
 
 
 @dataclasses.dataclass
@@ -312,7 +316,8 @@ def resolve_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str, max_frames: int | None, resolution: int) -> tuple[FSM, Clip]:
+def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str, max_frames: int | None, resolution: int,
+                sfm: bool = True) -> tuple[FSM, Clip]:
     """Checkpoint and clip, or exit with code 2 and one clear message (before any server starts)."""
     from fsm.io import load_clip
 
@@ -331,9 +336,9 @@ def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str
     if resolution < p or resolution % p:
         fail(f"--resolution {resolution} must be a positive multiple of the model's patch size {p}")
     try:
-        loaded = load_clip(clip, cameras=cameras, max_frames=max_frames, size=resolution)
+        loaded = load_clip(clip, cameras=cameras, max_frames=max_frames, size=resolution, multiple=p, sfm=sfm)
     except (ClipError, ValueError) as e:
-        fail(str(e))
+        fail(getattr(e, "cli", str(e)))
     if len(loaded) == 0:
         fail(f"{clip}: the clip has no frames")
     return model, loaded
@@ -341,7 +346,7 @@ def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str
 
 def main(argv: list[str] | None = None) -> None:
     args = tyro.cli(Args, args=argv)
-    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution)
+    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution, not args.no_sfm)
     server = viser.ViserServer(host=args.host, port=args.port)
     app = ViewerApp(model, clip, server, args.frames_per_chunk)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{server.get_port()}/"
