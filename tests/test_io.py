@@ -424,8 +424,8 @@ def test_mixed_sizes_of_one_aspect(tmp_path):
 def test_non_square_clip_streams_and_renders(tmp_path):
     """A 64x48 clip at size=16 keeps its aspect (16x24 after a sliver of crop), streams through the
     model chunk by chunk and renders at its own and at other non-square sizes; a path export too."""
-    from fsm.cameras import normalize_poses
     from fsm.model import FSM
+    from fsm.stream import StreamSession
     from fsm_viewer.paths import CameraPath, Keyframe, render_path_video
 
     cams = random_cameras(4, 48, 64)
@@ -434,8 +434,7 @@ def test_non_square_clip_streams_and_renders(tmp_path):
     assert clip.frames.shape == (4, 3, 16, 24) and (clip.cameras.height, clip.cameras.width) == (16, 24)
     torch.manual_seed(0)
     model = FSM.from_preset("tiny", heads=("lvsm", "4dgs")).eval()
-    _, norm = normalize_poses(clip.c2w)
-    session = model.start_stream((float(clip.times[0]), float(clip.times[-1])), frames_per_chunk=2, normalization=norm)
+    session = StreamSession.for_clip(model, clip, stream=model.stream_config(frames_per_chunk=2))
     session.feed(clip.frames, clip.c2w, clip.fxfycxcy, clip.times)
     assert session.frames_ingested == 4 and session.image_size == (16, 24)
     for h, w in ((16, 24), (24, 16), (8, 32)):
