@@ -106,7 +106,9 @@ def swiglu_descent(w: dict[str, torch.Tensor], k: torch.Tensor, v: torch.Tensor,
     lr0, lr1, lr2 = lr[..., 0:1], lr[..., 1:2], lr[..., 2:3]
     return {
         "w0": (lr0 * k).transpose(-1, -2) @ silu_grad(dh * up, gate),  # (B, D, Dh)
-        "w1": (silu_gate * up).transpose(-1, -2) @ (lr1 * v),  # (B, Dh, D)
+        # (B, Dh, D), as ((lr1 v)^T h)^T: the (n, Dh) operand stays untransposed (its gradient is
+        # then accumulated contiguously: ~10x faster than a strided add in bf16 on CPU)
+        "w1": ((lr1 * v).transpose(-1, -2) @ (silu_gate * up)).transpose(-1, -2),
         "w2": (lr2 * k).transpose(-1, -2) @ (dh * silu_gate),  # (B, D, Dh)
     }
 
@@ -128,7 +130,8 @@ class _SiluGrad(torch.autograd.Function):
         g_x = None
         if ctx.needs_input_grad[1]:
             s = torch.sigmoid(x)
-            g_x = torch.ops.aten.sigmoid_backward(g * dy, s) * (2 + x * (1 - 2 * s))  # sigmoid_backward(a, s) = a s (1 - s)
+            # sigmoid_backward(a, s) = a s (1 - s);  2 + x (1 - 2 s) = (x + 2) - 2 x s
+            g_x = torch.ops.aten.sigmoid_backward(g * dy, s) * (x + 2).addcmul_(x, s, value=-2)
         return g_dy, g_x
 
 
