@@ -1,8 +1,9 @@
 """Compute precision: the one place that decides fp32 or bf16, and the autocast around it.
 
 bf16 pays where the hardware multiplies in it: CUDA GPUs with bf16 support, and CPUs with
-AVX512-BF16 or AMX (a 512x512 matmul runs ~2.6x faster in bf16 on the AVX512-BF16 CPU this
-project trains on). Elsewhere bf16 is emulated and slower, so "auto" stays fp32 there.
+AVX512-BF16 or AMX (oneDNN's bf16 matmuls; the fast-weight step runs ~2x faster in bf16 on the
+CPU this project trains on, README Benchmarks). Elsewhere bf16 is emulated and slower, so
+"auto" stays fp32 there.
 
 Only the matmul-heavy transformer runs in bf16 (autocast: linear, matmul, attention; the
 fast-weight update, its Newton-Schulz and apply). FSM keeps fp32 in the tokenizer (Plücker
