@@ -161,10 +161,10 @@ def renormalize_columns(w: torch.Tensor, norms: torch.Tensor, eps: float = 1e-6)
     return w * (norms / (w.norm(dim=-2, keepdim=True) + eps))  # one pass over w, not two
 
 
-def importance_statistic(cfg: ElasticConfig, update: torch.Tensor, updated: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+def importance_statistic(cfg: ElasticConfig, update: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     """phi(S_c) of Eq. 6 from the update W' - W and the anchor displacement W' - W* (no grad)."""
     if cfg.estimator == "si":
-        s = torch.mul(update, updated - anchor).abs_()
+        s = torch.mul(update, displacement).abs_()
     elif cfg.estimator == "mas":
         s = update.abs()
     elif cfg.estimator == "ewc":
@@ -174,6 +174,22 @@ def importance_statistic(cfg: ElasticConfig, update: torch.Tensor, updated: torc
     if cfg.batch_mean_importance and s.shape[0] > 1:
         s = s.mean(0, keepdim=True).expand_as(s)
     return s
+
+
+class _Pull(torch.autograd.Function):
+    """W'' = W' - lambda F (W' - W*) in one pass, from the displacement W' - W* already computed
+    for the importance; F and W* are detached, so dW''/dW' = 1 - lambda F (one pass back)."""
+
+    @staticmethod
+    def forward(ctx, updated, fisher, displacement, lam: float):
+        ctx.save_for_backward(fisher)
+        ctx.lam = lam
+        return torch.addcmul(updated, fisher, displacement, value=-lam)
+
+    @staticmethod
+    def backward(ctx, g):
+        (fisher,) = ctx.saved_tensors
+        return torch.addcmul(g, g, fisher, value=-ctx.lam), None, None, None
 
 
 def new_anchor(cfg: ElasticConfig, anchor: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -209,11 +225,13 @@ def lacet_step(
         d = d.to(w.dtype)  # bf16 under autocast; the state (and all that follows) stays fp32
         updated = w + d  # W'_c
         if cfg.enabled:
-            with torch.no_grad():  # importance and pull strength are detached statistics
-                phi = importance_statistic(cfg, d, updated, anchor)
+            # importance, anchors and the displacement are detached statistics; every pass over the
+            # D x Dh matrices counts here (they come from memory, not cache, after the chunk's matmuls)
+            with torch.no_grad():
+                displacement = updated - anchor  # W' - W*
+                phi = importance_statistic(cfg, d, displacement)
                 fisher = torch.lerp(phi, state.importance[n], cfg.alpha)  # alpha F + (1 - alpha) phi
-                pull = cfg.lam * fisher
-            updated = torch.lerp(updated, anchor, pull)  # W' - lambda F (W' - W*): one pass, backward one more
+            updated = _Pull.apply(updated, fisher, displacement, cfg.lam)
         else:
             fisher = state.importance[n]
         w_next = renormalize_columns(updated, state.column_norms[n])
