@@ -17,6 +17,10 @@ Per chunk of input tokens (k_i, v_i, per-token learning rates eta_i):
 That order is the official release's. Importance and anchors are detached statistics;
 the update itself stays in the autograd graph so training reaches the slow weights.
 With lambda = 0 the pull is skipped and this is exactly LaCT.
+
+Under bf16 autocast (fsm.precision) the matmuls of the update, Newton-Schulz and apply run in
+bf16 (as the official release's Newton-Schulz); the state (W, column norms, F, W*), the learning
+rates and everything after the update's W' = W + dW stay fp32.
 """
 
 from __future__ import annotations
