@@ -35,6 +35,7 @@ import tyro
 import viser
 
 from fsm import FSM, ChunkRecord, ElasticConfig, StreamSession, load_checkpoint
+from fsm.precision import resolve_dtype
 from fsm.cameras import interpolate_cameras, look_at, normalize_poses, smooth_trajectory
 from fsm.checkpoint import CheckpointError
 from fsm.io import Clip, ClipError
@@ -289,6 +290,9 @@ class ClipArgs:
     """Camera file to use instead of the one found next to the clip."""
     device: str = "auto"
     """torch device; "auto" = CUDA if present, else CPU."""
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    """Compute precision of the transformer blocks (fsm.precision): auto = bf16 where the device
+    multiplies it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
     frames_per_chunk: int | None = None
     """Frames per fast-weight update (default: the checkpoint's setting)."""
     max_frames: int | None = None
@@ -318,7 +322,7 @@ def resolve_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str, max_frames: int | None, resolution: int) -> tuple[FSM, Clip]:
+def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str, max_frames: int | None, resolution: int, dtype: str = "auto") -> tuple[FSM, Clip]:
     """Checkpoint and clip, or exit with code 2 and one clear message (before any server starts)."""
     from fsm.io import load_clip
 
@@ -332,6 +336,10 @@ def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str
     try:
         model = load_checkpoint(ckpt, device=resolve_device(device))
     except CheckpointError as e:
+        fail(str(e))
+    try:
+        model.compute_dtype = resolve_dtype(dtype, next(model.parameters()).device)
+    except ValueError as e:
         fail(str(e))
     p = model.config.patch
     if resolution < p or resolution % p:
@@ -347,7 +355,7 @@ def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str
 
 def main(argv: list[str] | None = None) -> None:
     args = tyro.cli(Args, args=argv)
-    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution)
+    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution, args.dtype)
     server = viser.ViserServer(host=args.host, port=args.port)
     app = ViewerApp(model, clip, server, args.frames_per_chunk)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{server.get_port()}/"

@@ -21,6 +21,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,6 +34,7 @@ from fsm.checkpoint import load_checkpoint
 from fsm.lacet import ElasticConfig
 from fsm.metrics import lpips, psnr, ssim
 from fsm.model import FSM, Views
+from fsm.precision import resolve_dtype
 from fsm.stream import StreamSession
 from train.common import DataConfig, heldout_batches, pick_device
 
@@ -71,6 +73,9 @@ class EvalConfig:
     """Side-by-side PNGs written per evaluated set."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N."""
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    """Compute precision of the transformer blocks (fsm.precision): auto = bf16 where the device
+    multiplies it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,6 +229,7 @@ def markdown_table(rows: list[dict], first: tuple[str, ...] = ("set", "method"))
 def main(cfg: EvalConfig) -> dict:
     device = pick_device(cfg.device)
     model = load_checkpoint(cfg.ckpt, device=device)
+    model.compute_dtype = resolve_dtype(cfg.dtype, device)
     heads = model.config.heads
     fpc = cfg.frames_per_chunk or model.config.frames_per_chunk
     rows, strips = [], []
