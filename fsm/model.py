@@ -27,6 +27,7 @@ from fsm.lacet import ElasticConfig, ElasticState, FastWeightLayer, UpdateStats
 from fsm.geohead import GeoGaussianHead, frame_spacing
 from fsm.patches import patchify, unpatchify
 from fsm.planesweep import chunk_groups, plane_sweep_cost
+from fsm.precision import autocast
 from fsm.splat import render_4dgs
 
 HEADS = ("lvsm", "4dgs")  # decoding heads a config may ask for
@@ -199,7 +200,7 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, V, T, D = x.shape
         q, k, v = self.qkv(x).reshape(B * V, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)  # (B*V, heads, T, hd)
+        y = F.scaled_dot_product_attention(self.q_norm(q.float()), self.k_norm(k.float()), v)  # (B*V, heads, T, hd); norms in fp32
         return self.out(y.transpose(1, 2).reshape(B, V, T, D))
 
 
@@ -297,6 +298,9 @@ class FSM(nn.Module):
         self.config = config
         self.stream = stream if stream is not None else StreamConfig()  # run defaults; see stream_config
         self.metadata: dict = {}  # training metadata, filled by fsm.load_checkpoint
+        # the blocks' compute dtype: set it with fsm.precision.resolve_dtype (bf16 = autocast);
+        # tokenizer, residual stream, heads and fast-weight state stay fp32 either way
+        self.compute_dtype = torch.float32
         self.tokenizer = Tokenizer(config.dim, config.patch)
         self.blocks = nn.ModuleList(LaCETBlock(config) for _ in range(config.depth))
         if "lvsm" in config.heads:
@@ -332,17 +336,19 @@ class FSM(nn.Module):
         H, W = chunk.images.shape[-2:]
         x = self.tokenizer(chunk, H, W)
         new_states, stats = [], []
-        for blk, state in zip(self.blocks, states):
-            x, state, s = blk.ingest(x, state, elastic, with_stats)
-            new_states.append(state)
-            stats.append(s)
+        with autocast(x.device, self.compute_dtype):
+            for blk, state in zip(self.blocks, states):
+                x, state, s = blk.ingest(x, state, elastic, with_stats)
+                new_states.append(state)
+                stats.append(s)
         return new_states, stats
 
     def query(self, states: list[ElasticState], views: Views, height: int, width: int) -> torch.Tensor:
         """Output tokens (B, V, T, D) of query views; their RGB is used only if views.images is set."""
         x = self.tokenizer(views, height, width)
-        for blk, state in zip(self.blocks, states):
-            x = blk.query(x, state)
+        with autocast(x.device, self.compute_dtype):
+            for blk, state in zip(self.blocks, states):
+                x = blk.query(x, state)
         return x
 
     def render_lvsm(self, states: list[ElasticState], targets: Views, height: int, width: int) -> torch.Tensor:

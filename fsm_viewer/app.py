@@ -36,6 +36,7 @@ import viser
 from fsm import FSM, ChunkRecord, ElasticConfig, StreamSession, load_checkpoint
 from fsm.cameras import ClipNormalization, interpolate_cameras, look_at, smooth_trajectory
 from fsm.checkpoint import CheckpointError
+from fsm.precision import DtypeChoice, resolve_dtype
 from fsm.io import Clip, ClipError
 from fsm.metrics import psnr
 from fsm_viewer import scene
@@ -283,6 +284,9 @@ class ClipArgs:
     """Camera file to use instead of the one found next to the clip."""
     device: str = "auto"
     """torch device; "auto" = CUDA if present, else CPU."""
+    dtype: DtypeChoice = "auto"
+    """Compute precision of the transformer blocks (fsm.precision): auto = bf16 where the device
+    multiplies it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
     frames_per_chunk: int | None = None
     """Frames per fast-weight update (default: the checkpoint's setting)."""
     max_frames: int | None = None
@@ -317,7 +321,7 @@ def resolve_device(device: str) -> str:
 
 
 def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str, max_frames: int | None, resolution: int,
-                sfm: bool = True) -> tuple[FSM, Clip]:
+                sfm: bool = True, dtype: str = "auto") -> tuple[FSM, Clip]:
     """Checkpoint and clip, or exit with code 2 and one clear message (before any server starts)."""
     from fsm.io import load_clip
 
@@ -330,7 +334,8 @@ def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str
             )
     try:
         model = load_checkpoint(ckpt, device=resolve_device(device))
-    except CheckpointError as e:
+        model.compute_dtype = resolve_dtype(dtype, next(model.parameters()).device)
+    except (CheckpointError, ValueError) as e:
         fail(str(e))
     p = model.config.patch
     if resolution < p or resolution % p:
@@ -346,7 +351,7 @@ def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str
 
 def main(argv: list[str] | None = None) -> None:
     args = tyro.cli(Args, args=argv)
-    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution, not args.no_sfm)
+    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution, not args.no_sfm, args.dtype)
     server = viser.ViserServer(host=args.host, port=args.port)
     app = ViewerApp(model, clip, server, args.frames_per_chunk)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{server.get_port()}/"

@@ -37,7 +37,7 @@ def run(args: Args) -> int:
         path = CameraPath.load(args.path)
     except PathError as e:
         fail(str(e))
-    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution, not args.no_sfm)
+    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution, not args.no_sfm, args.dtype)
     head = args.head or model.config.heads[0]
     if head not in model.config.heads:
         fail(f"--head {head!r}: {args.ckpt} has heads {list(model.config.heads)}")

@@ -88,7 +88,7 @@ def test_eval_plain_lact_baseline(tmp_path, smoke_ckpt):
     c2w, K = make_path(scene, "orbit").c2w(t).float(), make_path(scene, "orbit").fxfycxcy(9, 32, 32).float()
     write_clip(tmp_path / "c.mp4", render(scene, c2w, K, t, 32, 32), Cameras(c2w, K, t.double(), 32, 32), 8.0)
     cfg = evaluate.EvalConfig(ckpt=smoke_ckpt, out=tmp_path / "eval", data=DATA, scenes=0, clip=(tmp_path / "c.mp4",),
-                              clip_size=32, holdout_every=3, strips=0, device="cpu", plain_lact=True)  # fmt: skip
+                              clip_size=32, holdout_every=3, strips=0, device="cpu", dtype="fp32", plain_lact=True)  # fmt: skip
     rows = {r["method"]: r for r in evaluate.main(cfg)["rows"]}
     assert set(rows) == {"lvsm", "lvsm (plain LaCT)", "nearest-input"}
     model = fsm.load_checkpoint(smoke_ckpt)

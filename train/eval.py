@@ -27,6 +27,7 @@ import tyro
 
 from fsm.checkpoint import load_checkpoint
 from fsm.data.samples import SampleConfig
+from fsm.precision import DtypeChoice, resolve_dtype
 from train.lib import evaluate_pairs, markdown_table, pick_device, split_clip, synthetic_pairs, write_strips
 
 
@@ -63,6 +64,9 @@ class EvalConfig:
     """Side-by-side PNGs written per evaluated set."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N."""
+    dtype: DtypeChoice = "auto"
+    """Compute precision of the transformer blocks (fsm.precision): auto = bf16 where the device
+    multiplies it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
 
 
 def load_eval_clip(cfg: EvalConfig, path: Path):
@@ -74,6 +78,7 @@ def load_eval_clip(cfg: EvalConfig, path: Path):
 def main(cfg: EvalConfig) -> dict:
     device = pick_device(cfg.device)
     model = load_checkpoint(cfg.ckpt, device=device)
+    model.compute_dtype = resolve_dtype(cfg.dtype, device)
     heads = model.config.heads
     fpc = model.stream_config(frames_per_chunk=cfg.frames_per_chunk).frames_per_chunk
     rows, strips = [], []

@@ -39,6 +39,7 @@ from fsm.data.samples import HELDOUT_SCENES, ClipSource, SampleConfig, SampleSou
 from fsm.lacet import ElasticConfig
 from fsm.metrics import lpips, psnr, ssim
 from fsm.model import FSM, StreamConfig, Views
+from fsm.precision import DtypeChoice, resolve_dtype
 from fsm.stream import StreamSession
 
 # ----------------------------------------------------------------------------------------------
@@ -107,8 +108,9 @@ class TrainConfig:
     """Weight mu of the LPIPS term (AlexNet LPIPS, shipped weights)."""
     lpips_start: int = 2500
     """Step from which the LPIPS term is on (L2 only before)."""
-    bf16: bool = True
-    """bf16 autocast on CUDA (ignored on CPU)."""
+    dtype: DtypeChoice = "auto"
+    """Compute precision of the transformer blocks (fsm.precision): auto = bf16 where the device
+    multiplies it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass (less memory, ~30% slower)."""
     compile: bool = False
@@ -523,7 +525,7 @@ def pretrain(cfg: TrainConfig) -> dict:
     forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
     if cfg.compile:
         forward = torch.compile(forward)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+    model.compute_dtype = resolve_dtype(cfg.dtype, device)
 
     out = cfg.out
     log_file = tb = None
@@ -578,8 +580,7 @@ def pretrain(cfg: TrainConfig) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            with autocast:
-                pred = forward(inputs, targets)  # {head: (B, Vt, 3, H, W)}
+            pred = forward(inputs, targets)  # {head: (B, Vt, 3, H, W)}
             use_lpips = cfg.lpips_weight if step >= cfg.lpips_start else 0.0
             loss, parts = photometric_loss(pred, targets.images, use_lpips)
             loss.backward()
