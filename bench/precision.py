@@ -63,7 +63,8 @@ def bench_train(args: Args) -> None:
     model = fsm.FSM.from_preset(args.preset, heads=tuple(args.heads)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     data = DataConfig(height=args.resolution, width=args.resolution, num_input=args.input_views, num_target=args.target_views, window=4 * args.input_views)
-    inputs, targets = training_batch(make_source(data), 1, seed=0)
+    sample = training_batch(make_source(data), 1, seed=0)
+    inputs, targets = sample.inputs, sample.targets
     p = model.config.patch
     tokens = (args.input_views + args.target_views) * (args.resolution // p) ** 2
     times = {dt: [] for dt in DTYPES}

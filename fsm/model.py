@@ -32,6 +32,7 @@ from fsm.splat import render_4dgs
 
 HEADS = ("lvsm", "4dgs")  # decoding heads a config may ask for
 GS_HEADS = ("paper", "geo")  # designs of the 4DGS head
+GS_RANGES = {"paper": (0.01, 100.0), "geo": (0.3, 3000.0)}  # default (near, far) of each
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,9 @@ class FSMConfig:
     muon_steps: int = 5  # Newton-Schulz steps per update; 0 = plain gradient step
     base_lr: float = 0.01  # fast-weight learning rate at zero logit (softplus head bias)
     heads: tuple[str, ...] = ("lvsm",)
-    gs_near: float = 0.01  # 4DGS depth range along each pixel ray (paper Sec. 3.1), scene units
-    gs_far: float = 100.0
+    # 4DGS depth range along each pixel ray, model units; None = the head's own (gs_range)
+    gs_near: float | None = None
+    gs_far: float | None = None
     # 4DGS head design: "paper" regresses all 20 numbers per pixel (Sec. 3.1); "geo" is the
     # geometry-grounded head of fsm/geohead.py (input colour + residual, plane-sweep depth).
     gs_head: str = "paper"
@@ -65,6 +67,14 @@ class FSMConfig:
             raise ValueError(f"heads must be a non-empty subset of {HEADS}, got {self.heads}")
         if self.gs_head not in GS_HEADS:
             raise ValueError(f"gs_head must be one of {GS_HEADS}, got {self.gs_head!r}")
+
+    @property
+    def gs_range(self) -> tuple[float, float]:
+        """(near, far) of the 4DGS head: the paper's [0.01, 100] for its head; [0.3, 3000] for the
+        geo head, whose log-spaced planes must reach the depths a short or panning camera path
+        gives after pose normalisation (scene depths of hundreds of units, README)."""
+        near, far = GS_RANGES[self.gs_head]
+        return (near if self.gs_near is None else self.gs_near, far if self.gs_far is None else self.gs_far)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -306,9 +316,9 @@ class FSM(nn.Module):
         if "lvsm" in config.heads:
             self.lvsm_head = LVSMHead(config.dim, config.patch)
         if "4dgs" in config.heads and config.gs_head == "paper":
-            self.gaussian_head = GaussianHead(config.dim, config.patch, config.gs_near, config.gs_far)
+            self.gaussian_head = GaussianHead(config.dim, config.patch, *config.gs_range)
         elif "4dgs" in config.heads:
-            self.gaussian_head = GeoGaussianHead(config.dim, config.patch, config.gs_planes, config.gs_near, config.gs_far)
+            self.gaussian_head = GeoGaussianHead(config.dim, config.patch, config.gs_planes, *config.gs_range)
 
     @staticmethod
     def from_preset(name: str, stream: StreamConfig | None = None, **overrides) -> "FSM":

@@ -179,7 +179,7 @@ def test_frame_spacing_is_per_chunk():
 @pytest.fixture(scope="module")
 def geo_model():
     torch.manual_seed(0)
-    return FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo", gs_near=0.3, gs_far=3000.0).eval()
+    return FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo").eval()
 
 
 def test_geo_head_starts_from_input_colours_and_the_plane_sweep(geo_model):
@@ -199,7 +199,7 @@ def test_geo_head_starts_from_input_colours_and_the_plane_sweep(geo_model):
 
 def test_geo_training_forward_gives_depth_and_gradients():
     torch.manual_seed(0)
-    model = FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo", gs_near=0.3, gs_far=3000.0)
+    model = FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo")
     s = _heldout(n_in=4, n_tgt=2, size=16)
     out = model(s.inputs, s.targets, heads=("lvsm", "4dgs", "depth"))
     assert out["depth"].shape == (1, 4, 16, 16) and out["4dgs"].shape == (1, 2, 3, 16, 16)

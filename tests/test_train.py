@@ -226,7 +226,7 @@ def test_eval_end_to_end_on_synthetic_and_a_clip(tmp_path, smoke_ckpt):
                               clip_size=32, holdout_every=3, strips=2, device="cpu")  # fmt: skip
     result = evaluate.main(cfg)
     rows = {(r["set"], r["method"]): r for r in result["rows"]}
-    assert set(rows) == {(s, m) for s in ("synthetic-sparse", "synthetic-continuous", "clip-clip") for m in ("lvsm", "nearest-input")}
+    assert set(rows) == {(s, m) for s in ("synthetic-sparse", "synthetic-continuous", "synthetic-novel", "clip-clip") for m in ("lvsm", "nearest-input")}
     fpc = fsm.load_checkpoint(smoke_ckpt).stream.frames_per_chunk
     assert rows[("synthetic-sparse", "lvsm")]["chunks"] == [math.ceil(DATA.num_input / fpc)]
     # 12 frames, every 3rd from frame 1 held out: targets 1, 4, 7, 10, the other 8 frames are inputs
@@ -308,3 +308,29 @@ def test_finetune_excludes_heldout_frames_and_writes_a_loadable_checkpoint(tmp_p
     assert model.metadata["finetuned"]["steps"] == 6
     assert not torch.equal(model.lvsm_head.proj.weight, fsm.load_checkpoint(smoke_ckpt).lvsm_head.proj.weight)
     assert {r["method"] for r in report["after"]} == {"lvsm", "nearest-input"}
+
+
+def test_depth_loss_is_mean_absolute_log_ratio_with_the_sky_at_far():
+    depth = torch.tensor([[[[2.0, 1.0], [10.0, 100.0]]]])
+    truth = torch.tensor([[[[1.0, 1.0], [20.0, float("inf")]]]])
+    expected = (math.log(2.0) + 0.0 + math.log(2.0) + math.log(1000.0 / 100.0)) / 4
+    assert abs(lib.depth_loss(depth, truth, far=1000.0).item() - expected) < 1e-6
+
+
+def test_geo_head_trains_on_true_depth_and_eval_reports_oracle_and_depth_error(tmp_path):
+    cfg = tiny(tmp_path, steps=3, model=lib.ModelOptions(preset="tiny", heads=("lvsm", "4dgs"), gs_head="geo"), lpips_start=100)
+    lib.pretrain(cfg)
+    logged = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["depth_logl1"]) and r["depth_logl1"] > 0 for r in logged if "loss" in r)
+    model = fsm.load_checkpoint(tmp_path / "ckpt.pt")
+    assert model.config.gs_head == "geo"
+    pairs = lib.synthetic_pairs(replace(DATA, num_input=6, num_target=3), "novel", 1)
+    rows = {r["method"]: r for r in lib.evaluate_pairs(model, pairs)[0]}
+    assert set(rows) == {"lvsm", "4dgs", lib.ORACLE, "nearest-input"}
+    assert rows["4dgs"]["abs_rel"] > 0 and rows[lib.ORACLE]["abs_rel"] == 0.0
+    # the depth error, recomputed from the model's Gaussians by hand
+    inputs, targets, _, depth = pairs[0]
+    with torch.no_grad():
+        pred = model(inputs, targets, heads=("depth",))["depth"]
+    finite = torch.isfinite(depth)
+    assert abs(((pred - depth).abs() / depth)[finite].mean().item() - rows["4dgs"]["abs_rel"]) < 1e-5

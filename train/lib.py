@@ -35,10 +35,12 @@ from tqdm import tqdm
 
 from fsm.cameras import ClipNormalization
 from fsm.checkpoint import checkpoint_configs, differences, read_checkpoint, save_checkpoint
-from fsm.data.samples import HELDOUT_SCENES, ClipSource, SampleConfig, SampleSource, SyntheticSource, heldout_views
+from fsm.data.samples import HELDOUT_SCENES, REGIMES, ClipSource, Sample, SampleConfig, SampleSource, SyntheticSource, heldout_samples
 from fsm.lacet import ElasticConfig
 from fsm.metrics import lpips, psnr, ssim
-from fsm.model import FSM, StreamConfig, Views
+from fsm.geohead import frame_spacing, oracle_gaussians
+from fsm.model import FSM, GS_RANGES, StreamConfig, Views, render_gaussians
+from fsm.planesweep import chunk_groups
 from fsm.precision import DtypeChoice, resolve_dtype
 from fsm.stream import StreamSession
 
@@ -79,6 +81,9 @@ class ModelOptions:
     """Decoding heads to build and train: lvsm (direct RGB), 4dgs (4D Gaussians, rasterized); both = summed losses."""
     frames_per_chunk: int | None = None
     """Input frames per fast-weight update (default: the preset's; 8 frames = 2048 tokens at 128^2)."""
+    gs_head: Literal["paper", "geo"] = "geo"
+    """4DGS head design: geo (input colour + residual, plane-sweep depth, renders from the frames
+    nearest each time; fsm/geohead.py) or paper (all 20 numbers regressed, the baseline)."""
 
 
 @dataclass
@@ -108,6 +113,9 @@ class TrainConfig:
     """Weight mu of the LPIPS term (AlexNet LPIPS, shipped weights)."""
     lpips_start: int = 2500
     """Step from which the LPIPS term is on (L2 only before)."""
+    depth_weight: float = 0.1
+    """Weight of the 4DGS head's depth loss, mean |log depth - log true depth| over input pixels
+    (sky at the far bound), where samples carry true depth (the synthetic engine; 0 = off)."""
     dtype: DtypeChoice = "auto"
     """Compute precision of the transformer blocks (fsm.precision): auto = bf16 where the device
     multiplies it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
@@ -187,7 +195,7 @@ def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for k in sorted(state_dict):
         h.update(k.encode())
-        h.update(state_dict[k].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(state_dict[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -214,21 +222,20 @@ def make_source(data: DataConfig, device: torch.device | str = "cpu") -> SampleS
     return ClipSource(list(data.clips), replace(data, novel_share=0.0), device=device)
 
 
-def training_batch(source: SampleSource, batch: int, seed: int) -> tuple[Views, Views]:
-    """One batch (inputs, targets), a pure function of `seed` (no hidden data-loader state)."""
-    sample = source.sample(batch, torch.Generator().manual_seed(seed))
-    return sample.inputs, sample.targets
+def training_batch(source: SampleSource, batch: int, seed: int) -> Sample:
+    """One batch of samples (inputs, targets, true input depth where known), a pure function of
+    `seed` (no hidden data-loader state)."""
+    return source.sample(batch, torch.Generator().manual_seed(seed))
 
 
-def heldout_batches(data: SampleConfig, regime: str, scenes: int) -> list[tuple[Views, Views]]:
-    """The first `scenes` fixed held-out synthetic scenes (batch of one each) in a regime.
-
-    The sparse window is fsm.data's default (4x the views), the continuous one is contiguous.
-    """
+def heldout_batches(data: SampleConfig, regime: str, scenes: int) -> list[Sample]:
+    """The first `scenes` fixed held-out synthetic scenes (batch of one each) in a regime, with
+    their inputs' true depth. The sparse and novel windows are fsm.data's default (4x the views),
+    the continuous one is contiguous."""
     if not 1 <= scenes <= len(HELDOUT_SCENES):
         raise ValueError(f"held-out scenes must be in 1..{len(HELDOUT_SCENES)}, got {scenes}")
-    return list(heldout_views(regime, num_input=data.num_input, num_target=data.num_target, height=data.height,
-                              width=data.width, scenes=HELDOUT_SCENES[:scenes]))  # fmt: skip
+    return list(heldout_samples(regime, num_input=data.num_input, num_target=data.num_target, height=data.height,
+                                width=data.width, scenes=HELDOUT_SCENES[:scenes]))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,7 +245,7 @@ def heldout_batches(data: SampleConfig, regime: str, scenes: int) -> list[tuple[
 def build_model(cfg: TrainConfig) -> FSM:
     """The preset's architecture with --model.heads; its run settings with --model.frames-per-chunk
     and --elastic.* (stored in the checkpoint as the defaults for streaming these weights)."""
-    model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads))
+    model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads), gs_head=cfg.model.gs_head)
     model.stream = model.stream_config(frames_per_chunk=cfg.model.frames_per_chunk, elastic=cfg.elastic.to_config())
     return model
 
@@ -282,6 +289,15 @@ def photometric_loss(preds: dict[str, torch.Tensor], truth: torch.Tensor, lpips_
         if i == 0:
             parts.update(head_parts)
     return total, parts
+
+
+def depth_loss(depth: torch.Tensor, truth: torch.Tensor, far: float) -> torch.Tensor:
+    """Mean |log depth - log true depth| over pixels (B, V, H, W); the sky (inf) counts at `far`.
+
+    Log depth because the depth of interest spans 0.3 to thousands of model units and the metric
+    (abs-rel) is relative: an error of 10% costs the same near and far."""
+    truth = truth.float().clamp(max=far)
+    return (depth.float().clamp(min=1e-6).log() - truth.log()).abs().mean()
 
 
 def image_loss(pred: torch.Tensor, truth: torch.Tensor, lpips_weight: float) -> tuple[torch.Tensor, dict]:
@@ -368,25 +384,30 @@ def _mean(values: list[float]) -> float:
 
 def evaluate_pairs(
     model: FSM,
-    pairs: list[tuple[Views, Views, ClipNormalization]],
+    pairs: list[tuple],
     frames_per_chunk: int | None = None,
     heads: tuple[str, ...] | None = None,
     plain_lact: bool = False,
 ) -> tuple[list[dict], dict[str, list[torch.Tensor]]]:
-    """Metrics of every head and of the nearest-input baseline over (inputs, targets, clip_norm).
-    plain_lact: also each head with the same weights streamed as plain LaCT (lambda = 0).
+    """Metrics of every head and of the nearest-input baseline over (inputs, targets, clip_norm[,
+    true input depth]). plain_lact: also each head with the same weights streamed as plain LaCT
+    (lambda = 0). Where the true depth is given and the model has a 4DGS head: that head's depth
+    error on the inputs (abs_rel: mean |d - d*| / d* over non-sky pixels, and its median) and the
+    oracle — the geo head's rules (input colours, pixel footprints, nearest frames) at the true depth.
 
-    Returns (one row per method: name, psnr, ssim, lpips means, chunks, views, scenes;
-    images per method for strips: renders of the first pair, plus "truth").
+    Returns (one row per method: name, psnr, ssim, lpips means, chunks, views, scenes[, abs_rel,
+    abs_rel_median]; images per method for strips: renders of the first pair, plus "truth").
     """
     heads = heads or model.config.heads
     stream = model.stream_config(frames_per_chunk=frames_per_chunk)
     lact = model.stream_config(stream, elastic=ElasticConfig.plain_lact())
-    methods = [*heads, *(f"{h} (plain LaCT)" for h in heads if plain_lact), "nearest-input"]
+    with_depth = "4dgs" in heads and all(len(p) > 3 and p[3] is not None for p in pairs)
+    methods = [*heads, *(f"{h} (plain LaCT)" for h in heads if plain_lact), *([ORACLE] if with_depth else []), "nearest-input"]
     per = {name: {"psnr": [], "ssim": [], "lpips": []} for name in methods}
+    depth_err: list[torch.Tensor] = []
     chunks: set[int] = set()
     shown: dict[str, torch.Tensor] = {}
-    for k, (inputs, targets, clip_norm) in enumerate(pairs):
+    for k, (inputs, targets, clip_norm, *rest) in enumerate(pairs):
         truth = targets.images[0].float().cpu()
         preds = {"nearest-input": nearest_input(inputs, targets)}
         for head in heads:
@@ -394,6 +415,9 @@ def evaluate_pairs(
             chunks.add(n)
             if plain_lact:
                 preds[f"{head} (plain LaCT)"], _ = stream_and_render(model, inputs, targets, clip_norm, lact, head)
+        if with_depth:
+            preds[ORACLE] = oracle_render(model, inputs, targets, rest[0], stream.frames_per_chunk)
+            depth_err.append(input_depth_error(model, inputs, targets, rest[0], stream))
         for name, pred in preds.items():
             for m, v in image_metrics(pred, truth).items():
                 per[name][m] += v
@@ -403,18 +427,49 @@ def evaluate_pairs(
         {
             "method": name,
             **{m: _mean(v) for m, v in values.items()},
-            "chunks": sorted(chunks) if name != "nearest-input" else [],
+            "chunks": sorted(chunks) if name in heads or "plain LaCT" in name else [],
             "views": len(values["psnr"]),
             "scenes": len(pairs),
         }
         for name, values in per.items()
     ]
+    if depth_err:
+        err = torch.cat(depth_err)
+        rows[heads.index("4dgs")].update(abs_rel=err.mean().item(), abs_rel_median=err.median().item())
+        oracle_row = next(r for r in rows if r["method"] == ORACLE)
+        oracle_row.update(abs_rel=0.0, abs_rel_median=0.0)
     return rows, shown
 
 
-def synthetic_pairs(data: SampleConfig, regime: str, scenes: int) -> list[tuple[Views, Views, ClipNormalization]]:
-    """Held-out scenes: their views are already in the model's frame (identity ClipNormalization)."""
-    return [(i, t, ClipNormalization()) for i, t in heldout_batches(data, regime, scenes)]
+ORACLE = "4dgs oracle (true depth)"
+
+
+@torch.no_grad()
+def oracle_render(model: FSM, inputs: Views, targets: Views, depth: torch.Tensor, frames_per_chunk: int) -> torch.Tensor:
+    """The geo head's rules with the true depth and no learned residual: what a perfect depth
+    gives (its own ceiling; model-independent but for the depth range). -> (Vt,3,H,W)."""
+    H, W = inputs.images.shape[-2:]
+    gap = frame_spacing(inputs.times, chunk_groups(inputs.num_views, frames_per_chunk))
+    g = oracle_gaussians(depth.to(inputs.images.device), inputs.images, inputs.c2w, inputs.fxfycxcy, inputs.times, gap,
+                         far=GS_RANGES["geo"][1])  # fmt: skip
+    out = render_gaussians(g, targets, H, W, inputs.times, front=model.config.gs_front, fill=model.config.gs_fill)
+    return out[0].clamp(0, 1).float().cpu()
+
+
+@torch.no_grad()
+def input_depth_error(model: FSM, inputs: Views, targets: Views, depth: torch.Tensor, stream: StreamConfig) -> torch.Tensor:
+    """Relative depth error |d - d*| / d* of the 4DGS head's Gaussians on every non-sky input pixel
+    (the batched forward, which equals the stream (tests/test_geohead.py))."""
+    pred = model(inputs, targets[:1], stream.frames_per_chunk, stream.elastic, heads=("depth",))["depth"].float().cpu()
+    truth = depth.float().cpu()
+    sky = ~torch.isfinite(truth)
+    return ((pred - truth).abs() / truth)[~sky]
+
+
+def synthetic_pairs(data: SampleConfig, regime: str, scenes: int) -> list[tuple[Views, Views, ClipNormalization, torch.Tensor]]:
+    """Held-out scenes: their views are already in the model's frame (identity ClipNormalization),
+    with the inputs' true depth (1, V_in, H, W) for the oracle and the depth error."""
+    return [(s.inputs, s.targets, ClipNormalization(), s.input_depth) for s in heldout_batches(data, regime, scenes)]
 
 
 def split_clip(clip, holdout_every: int) -> tuple[Views, Views, ClipNormalization]:
@@ -439,9 +494,9 @@ def holdout_mask(n: int, every: int) -> torch.Tensor:
 
 
 def write_strips(folder: Path, name: str, shown: dict[str, torch.Tensor], count: int, heads) -> list[str]:
-    """PNG per target: [head renders | nearest input | ground truth] side by side."""
+    """PNG per target: [head renders | oracle, if any | nearest input | ground truth] side by side."""
     folder.mkdir(parents=True, exist_ok=True)
-    order = [*heads, "nearest-input", "truth"]
+    order = [*heads, *([ORACLE] if ORACLE in shown else []), "nearest-input", "truth"]
     paths = []
     for v in range(min(count, shown["truth"].shape[0])):
         row = torch.cat([shown[k][v] for k in order], dim=-1)  # (3, H, len(order) * W)
@@ -452,7 +507,7 @@ def write_strips(folder: Path, name: str, shown: dict[str, torch.Tensor], count:
 
 
 def markdown_table(rows: list[dict], first: tuple[str, ...] = ("set", "method")) -> str:
-    cols = [*first, "psnr", "ssim", "lpips", "chunks", "views"]
+    cols = [*first, "psnr", "ssim", "lpips", *(["abs_rel", "abs_rel_median"] if any("abs_rel" in r for r in rows) else []), "chunks", "views"]
     fmt = lambda k, v: f"{v:.3f}" if k in ("psnr",) else f"{v:.4f}" if isinstance(v, float) else ", ".join(map(str, v)) if isinstance(v, list) else str(v)
     lines = ["| " + " | ".join(c.upper() if c in ("psnr", "ssim", "lpips") else c for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(c, r.get(c, "")) for c in cols) + " |" for r in rows]
@@ -466,9 +521,9 @@ def heldout_eval(model: FSM, cfg: TrainConfig) -> dict:
     model.eval()
     out = {}
     data = replace(cfg.data, num_target=min(cfg.data.num_target, 8))
-    for regime in ("sparse", "continuous"):
+    for regime in REGIMES:
         rows, _ = evaluate_pairs(model, synthetic_pairs(data, regime, cfg.eval_scenes))
-        out[regime] = {r["method"]: {m: r[m] for m in ("psnr", "ssim", "lpips")} for r in rows}
+        out[regime] = {r["method"]: {m: r[m] for m in ("psnr", "ssim", "lpips", "abs_rel") if m in r} for r in rows}
     model.train(was_training)
     return out
 
@@ -555,6 +610,8 @@ def pretrain(cfg: TrainConfig) -> dict:
             save_training_checkpoint(out / "ckpt.pt", model, optimizer, current_step, cfg, meta)
 
     source = make_source(cfg.data, device)
+    # the 4DGS head learns depth from the engine's exact depth (clips have none: photometric only)
+    wants_depth = cfg.depth_weight > 0 and "4dgs" in model.config.heads and cfg.data.source == "synthetic"
     tokens_per_step = cfg.batch_size * world * (cfg.data.num_input + cfg.data.num_target) * (cfg.data.height // model.config.patch) * (cfg.data.width // model.config.patch)
     started = time.perf_counter()
     loss_ema = metadata.get("train_mse_ema")  # EMA (alpha 0.1) of the training L2 loss, as the paper's Table 1
@@ -572,17 +629,24 @@ def pretrain(cfg: TrainConfig) -> dict:
                 break
 
             t0 = time.perf_counter()
-            inputs, targets = training_batch(source, cfg.batch_size, sample_seed(cfg.seed, rank, step))
+            sample = training_batch(source, cfg.batch_size, sample_seed(cfg.seed, rank, step))
             if first_batch_digest is None:
-                first_batch_digest = state_digest({"images": inputs.images})
-            inputs, targets = views_to(inputs, device), views_to(targets, device)
+                first_batch_digest = state_digest({"images": sample.inputs.images})
+            inputs, targets = views_to(sample.inputs, device), views_to(sample.targets, device)
+            depth_truth = sample.input_depth if wants_depth else None
             lr = learning_rate(step, cfg.lr, cfg.warmup, cfg.steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            pred = forward(inputs, targets)  # {head: (B, Vt, 3, H, W)}
+            heads = (*model.config.heads, "depth") if depth_truth is not None else None
+            pred = forward(inputs, targets, heads=heads)  # {head: (B, Vt, 3, H, W)}, + "depth" (B, Vi, H, W)
+            depth = pred.pop("depth", None)
             use_lpips = cfg.lpips_weight if step >= cfg.lpips_start else 0.0
             loss, parts = photometric_loss(pred, targets.images, use_lpips)
+            if depth is not None:
+                d_loss = depth_loss(depth, depth_truth.to(device), model.config.gs_range[1])
+                loss = loss + cfg.depth_weight * d_loss
+                parts["depth_logl1"] = d_loss.item()
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
             skip = not math.isfinite(grad_norm) or (step >= cfg.warmup and grad_norm > cfg.skip_grad_norm)
