@@ -26,7 +26,7 @@ from fsm.gaussians import RAW_DIM, Gaussians4D, activate_gaussians
 from fsm.lacet import ElasticConfig, ElasticState, FastWeightLayer, UpdateStats
 from fsm.geohead import GeoGaussianHead, frame_spacing
 from fsm.patches import patchify, unpatchify
-from fsm.planesweep import chunk_groups, plane_sweep_cost
+from fsm.planesweep import NO_COST, chunk_groups, plane_sweep_cost
 from fsm.precision import autocast
 from fsm.splat import render_4dgs
 
@@ -56,6 +56,7 @@ class FSMConfig:
     # geometry-grounded head of fsm/geohead.py (input colour + residual, plane-sweep depth).
     gs_head: str = "paper"
     gs_planes: int = 32  # geo: depth planes of the plane sweep (log-spaced in [gs_near, gs_far])
+    gs_sweep: bool = True  # geo: feed the plane-sweep costs (False: a constant, the ablation without the cue)
     gs_front: int = 1  # geo: a render at time t shows the Gaussians of the frame(s) nearest t ...
     gs_fill: int = 4  # ... over those of the next nearest frames, which fill its holes
 
@@ -387,7 +388,10 @@ class FSM(nn.Module):
         refs = list(range(v.num_views)) if refs is None else list(refs)
         picked = v[refs]
         planes = self.gaussian_head.planes
-        cost = torch.stack([plane_sweep_cost(v.images[b], v.c2w[b], v.fxfycxcy[b], groups, planes, refs) for b in range(v.c2w.shape[0])])
+        if self.config.gs_sweep:
+            cost = torch.stack([plane_sweep_cost(v.images[b], v.c2w[b], v.fxfycxcy[b], groups, planes, refs) for b in range(v.c2w.shape[0])])
+        else:
+            cost = picked.images.new_full((*picked.images.shape[:2], planes.shape[0], H, W), NO_COST)
         gap = frame_spacing(v.times, groups)[:, refs]
         tokens = self.query(states, picked, H, W)
         return self.gaussian_head(tokens, cost, picked.images, picked.c2w, picked.fxfycxcy, picked.times, gap)[0]

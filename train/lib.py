@@ -84,6 +84,8 @@ class ModelOptions:
     gs_head: Literal["paper", "geo"] = "geo"
     """4DGS head design: geo (input colour + residual, plane-sweep depth, renders from the frames
     nearest each time; fsm/geohead.py) or paper (all 20 numbers regressed, the baseline)."""
+    gs_sweep: bool = True
+    """Geo head: feed it the plane-sweep costs (--model.no-gs-sweep: the ablation without them)."""
 
 
 @dataclass
@@ -245,7 +247,7 @@ def heldout_batches(data: SampleConfig, regime: str, scenes: int) -> list[Sample
 def build_model(cfg: TrainConfig) -> FSM:
     """The preset's architecture with --model.heads; its run settings with --model.frames-per-chunk
     and --elastic.* (stored in the checkpoint as the defaults for streaming these weights)."""
-    model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads), gs_head=cfg.model.gs_head)
+    model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads), gs_head=cfg.model.gs_head, gs_sweep=cfg.model.gs_sweep)
     model.stream = model.stream_config(frames_per_chunk=cfg.model.frames_per_chunk, elastic=cfg.elastic.to_config())
     return model
 
