@@ -79,7 +79,7 @@ class ViewerApp:
         self.norm, self.time_span = self.clip_norm.poses, self.clip_norm.time_span
         self.stream = model.stream_config(frames_per_chunk=frames_per_chunk)  # reset(elastic) replaces .elastic
         self.session = self._new_session()
-        self.heads = self.session.heads
+        self.heads, self.num_layers = self.session.heads, self.session.num_layers
         self.patch = model.config.patch
         self.view = ViewState(time=self.time_span[0], head=self.heads[0], resolution=clip.cameras.height)
         self.path = CameraPath(height=clip.cameras.height, aspect=clip.cameras.width / clip.cameras.height)

@@ -85,7 +85,7 @@ class StreamPanel:
         self.app = app
         gui = app.server.gui
         elastic = app.stream.elastic
-        depth = app.session.num_layers
+        depth = app.num_layers
         self.status = gui.add_markdown("")
         self.progress = gui.add_progress_bar(0.0)
         self.controls = gui.add_button_group("Stream", ("Start", "Pause", "Reset"), hint="Reset: fresh fast weights, back to frame 0")
