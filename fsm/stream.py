@@ -290,3 +290,19 @@ class StreamSession:
         elif size != self.image_size:
             raise ValueError(f"frames of size {size} fed to a session streaming {self.image_size} frames")
         return images, c2w, fxfycxcy, times
+
+    # -- read-only views for plots (the viewer's panels read these, not the states) ------------
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(self.model.config.heads)
+
+    def importance(self, layer: int, matrix: str) -> torch.Tensor:
+        """(in, out) importance F of one fast-weight matrix of one layer, as a float32 CPU copy."""
+        return self._states[layer].importance[matrix][0].detach().float().cpu().clone()
+
+    def chunk_stats(self, stat: str, matrix: str) -> torch.Tensor:
+        """(chunks, layers) float64: one UpdateStats field (drift, update_norm, importance_mean,
+        importance_max, importance_frac_above_mean) of `matrix`, for every processed chunk."""
+        rows = [[getattr(s, stat)[matrix] for s in r.layers] for r in self.history]
+        return torch.tensor(rows, dtype=torch.float64).reshape(len(self.history), self.num_layers)

@@ -13,73 +13,90 @@ The page (built in fsm_viewer/panels.py):
   * "Path": keyframes (camera + time), a spline preview, and "Render video" to an mp4.
 
 ViewerApp owns the model, the clip and the StreamSession (the only way it talks to the model);
-one lock serialises every use of the model. It works without a browser, which is how the
-tests drive it.
+one lock serialises every use of the model. The panels see a narrow interface: the view state
+(`app.view`, a ViewState), the actions below (start / pause / reset / step / set_time / snap /
+add_keyframe / export ...), and `stream_view()` for the plots. It works without a browser,
+which is how the tests drive it. The command line is in fsm_viewer/cli.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import threading
 import time
 import traceback
 import webbrowser
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import tyro
 import viser
 
-from fsm import FSM, ChunkRecord, ElasticConfig, StreamSession, load_checkpoint
+from fsm import FSM, ChunkRecord, ElasticConfig, StreamSession
 from fsm.cameras import ClipNormalization, interpolate_cameras, look_at, smooth_trajectory
-from fsm.checkpoint import CheckpointError
-from fsm.precision import DtypeChoice, resolve_dtype
-from fsm.io import Clip, ClipError
+from fsm.gaussians import Gaussians3D
+from fsm.io import Clip
 from fsm.metrics import psnr
 from fsm_viewer import scene
 from fsm_viewer.panels import build_panels
 from fsm_viewer.paths import CameraPath, Keyframe, intrinsics_from_fov, render_path_video, snap, to_uint8
 from fsm_viewer.render_thread import ClientRenderer
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CLIP = REPO / "assets" / "sample" / "sample.mp4"
-DEFAULT_CKPT = REPO / "assets" / "fsm-small.pt"
-# Used when the product checkpoint has not been trained yet; it says what it is (metadata "notice").
-PREVIEW_CKPT = REPO / "assets" / "fsm-small-cpu-preview.pt"
+
+@dataclass
+class ViewState:
+    """What the page shows, shared by every browser (each browser has its own camera)."""
+
+    time: float  # clip time the model renders, seconds
+    head: str  # decoding head
+    resolution: int  # render height; width follows the browser's aspect
+    show_inputs: bool = True  # the input frustums and the current (red) one
+    hidden_frame: int | None = None  # a snapped input frame, whose frustum would cover the render
+
+
+@dataclass
+class StreamView:
+    """What the Stream tab plots, read from the session in one go (under the lock)."""
+
+    status: str  # "ready" | "streaming" | "paused" | "done"
+    frames_fed: int  # clip frames handed to the session
+    frames_total: int  # clip length
+    num_chunks: int  # chunks in the whole clip
+    frames_per_chunk: int
+    history: list[ChunkRecord]  # one record per processed chunk
+    drift: np.ndarray  # (chunks, layers) |W - W*| / |W*| of the matrix
+    update: np.ndarray  # (chunks, layers) |dW| / |W|
+    importance: torch.Tensor  # (in, out) F of the layer and matrix
 
 
 class ViewerApp:
     def __init__(self, model: FSM, clip: Clip, server: viser.ViserServer, frames_per_chunk: int | None = None):
         self.model, self.clip, self.server = model, clip, server
-        self.device = next(model.parameters()).device
-        self.patch = model.config.patch
         self.lock = threading.RLock()  # the one lock around the model and the session
         self.clip_norm = ClipNormalization.for_clip(clip.c2w, clip.times)  # clip world -> model frame, once
         self.norm, self.time_span = self.clip_norm.poses, self.clip_norm.time_span
-        self.stream = model.stream_config(frames_per_chunk=frames_per_chunk)  # the elastic panel replaces .elastic
-        self.heads = tuple(model.config.heads)
-        # render state shared by every browser
-        self.time = self.time_span[0]
-        self.head = self.heads[0]
-        self.resolution = clip.cameras.height  # render height; width follows the browser's aspect
+        self.stream = model.stream_config(frames_per_chunk=frames_per_chunk)  # reset(elastic) replaces .elastic
+        self.session = self._new_session()
+        self.heads, self.num_layers = self.session.heads, self.session.num_layers
+        self.patch = model.config.patch
+        self.view = ViewState(time=self.time_span[0], head=self.heads[0], resolution=clip.cameras.height)
         self.path = CameraPath(height=clip.cameras.height, aspect=clip.cameras.width / clip.cameras.height)
         # streaming state
-        self.session = self._new_session()
         self.next_frame = 0  # clip frames handed to the session so far
         self._run = threading.Event()  # set while streaming should proceed
         self._alive = True
         self.renderers: dict[int, ClientRenderer] = {}
-        self.on_chunk: list = []  # callbacks(record | None); None after a reset
-        self.on_time: list = []  # callbacks(time) when the time slider moves
+        self.on_chunk: list = []  # callbacks() after every chunk and after a reset
+        self.on_time: list = []  # callbacks(time) when the time moves
         self.last_record: ChunkRecord | None = None
 
         # the scene, in the clip's world frame
         server.scene.set_up_direction(tuple(scene.up_direction(self.norm)))
-        self.frustums = scene.add_input_cameras(server, clip, self.norm)
-        self.current = scene.show_current_camera(server, clip, self.norm, 0)
+        with server.atomic():
+            self.frustums = scene.add_input_cameras(server, clip, self.norm)
+            self.current = scene.show_current_camera(server, clip, self.norm, 0)
         notice = model.metadata.get("notice")
         if notice:  # e.g. a preview checkpoint saying how little it was trained
             server.gui.add_markdown(f"**Model:** {notice}")
@@ -120,7 +137,12 @@ class ViewerApp:
             self.session = self._new_session()
             self.next_frame = 0
             self.last_record = None
-        self._chunk_done(None)
+        self._chunk_done()
+
+    def restream(self, elastic: ElasticConfig) -> None:
+        """New elastic settings: a fresh memory, and stream the clip again."""
+        self.reset(elastic)
+        self.start()
 
     def step(self) -> ChunkRecord | None:
         """Feed the next chunk of the clip (the last one may be short). None when the clip is done."""
@@ -136,12 +158,12 @@ class ViewerApp:
             record = records[-1] if records else None
             self.last_record = record
         if record is not None:
-            self._chunk_done(record)
+            self._chunk_done()
         return record
 
-    def _chunk_done(self, record: ChunkRecord | None) -> None:
+    def _chunk_done(self) -> None:
         for callback in self.on_chunk:
-            callback(record)
+            callback()
         self.rerender_all()
 
     def _stream_loop(self) -> None:
@@ -152,29 +174,42 @@ class ViewerApp:
             try:
                 if self.step() is None or self.done:
                     self._run.clear()
-                    self._chunk_done(self.last_record)  # let the panel show "done"
+                    self._chunk_done()  # let the panel show "done"
             except Exception as e:
                 self._run.clear()
                 traceback.print_exc()
                 self.notify("Streaming stopped", f"{type(e).__name__}: {e}")
+
+    def stream_view(self, layer: int, matrix: str) -> StreamView:
+        """Everything the Stream tab draws, for one layer's importance and one matrix's curves."""
+        with self.lock:
+            s = self.session
+            history = list(s.history)
+            status = "done" if self.done else "streaming" if self.running else "paused" if history else "ready"
+            return StreamView(
+                status=status, frames_fed=self.next_frame, frames_total=len(self.clip), num_chunks=self.num_chunks,
+                frames_per_chunk=self.stream.frames_per_chunk, history=history,
+                drift=s.chunk_stats("drift", matrix).numpy(), update=s.chunk_stats("update_norm", matrix).numpy(),
+                importance=s.importance(layer, matrix),
+            )  # fmt: skip
 
     # -- rendering -----------------------------------------------------------------------------
 
     def render(self, c2w: torch.Tensor, fxfycxcy: torch.Tensor, time: float, height: int, width: int, head: str | None = None) -> torch.Tensor:
         """(3,H,W) in [0,1]: the memory as it is now, seen from a clip-world camera at a clip time."""
         with self.lock:
-            return self.session.render(c2w, fxfycxcy, time, height, width, head=head or self.head).float().cpu()
+            return self.session.render(c2w, fxfycxcy, time, height, width, head=head or self.view.head).float().cpu()
 
     def render_size(self, aspect: float, scale: float = 1.0) -> tuple[int, int]:
         """(H, W) for an aspect ratio: height from the resolution setting, both multiples of the patch."""
-        h = self.resolution * scale
+        h = self.view.resolution * scale
         return snap(h, self.patch), snap(h * aspect, self.patch)
 
     def render_client(self, client: viser.ClientHandle, scale: float = 1.0) -> np.ndarray:
         """The browser's current view at the current time, (H,W,3) uint8."""
         cam = client.camera
         H, W = self.render_size(cam.aspect, scale)
-        image = self.render(scene.client_c2w(cam), intrinsics_from_fov(cam.fov, H, W), self.time, H, W)
+        image = self.render(scene.client_c2w(cam), intrinsics_from_fov(cam.fov, H, W), self.view.time, H, W)
         return to_uint8(image)
 
     def rerender_all(self) -> None:
@@ -182,11 +217,22 @@ class ViewerApp:
             r.rerender()
 
     def set_time(self, t: float) -> None:
-        self.time = float(t)
-        idx = int(torch.argmin((self.clip.times - self.time).abs()))
-        self.current = scene.show_current_camera(self.server, self.clip, self.norm, idx)
+        self.view.time = float(t)
+        idx = int(torch.argmin((self.clip.times - self.view.time).abs()))
+        with self.server.atomic():
+            self.current = scene.show_current_camera(self.server, self.clip, self.norm, idx)
         for callback in self.on_time:
-            callback(self.time)
+            callback(self.view.time)
+        self.rerender_all()
+
+    def set_head(self, head: str) -> None:
+        if head not in self.heads:
+            raise ValueError(f"unknown head {head!r}; this model has {self.heads}")
+        self.view.head = head
+        self.rerender_all()
+
+    def set_resolution(self, height: int) -> None:
+        self.view.resolution = int(height)
         self.rerender_all()
 
     def trajectory_camera(self, s: float) -> tuple[torch.Tensor, float]:
@@ -196,12 +242,23 @@ class ViewerApp:
         i = min(int(round(s)), len(self.clip) - 1)
         return c2w, scene.vertical_fov(self.clip.fxfycxcy[i], self.clip.cameras.height)
 
+    def move_along(self, s: float, clients: list[viser.ClientHandle]) -> None:
+        """Put these browsers' cameras on the clip's smoothed trajectory at frame parameter s."""
+        c2w, fov = self.trajectory_camera(s)
+        for client in clients:
+            scene.set_client_camera(client, c2w, fov)
+            renderer = self.renderers.get(client.client_id)
+            if renderer is not None:
+                renderer.camera_moved()
+
     def show_input_cameras(self, visible: bool, except_frame: int | None = None) -> None:
         """Show or hide the input frustums (a snapped view hides its own frustum, which would
         otherwise cover the whole render)."""
-        for i, handle in self.frustums.items():
-            handle.visible = visible and i != except_frame
-        self.current.visible = visible and except_frame is None
+        self.view.show_inputs, self.view.hidden_frame = visible, except_frame
+        with self.server.atomic():
+            for i, handle in self.frustums.items():
+                handle.visible = visible and i != except_frame
+            self.current.visible = visible and except_frame is None
 
     def snap_to_frame(self, n: int, client: viser.ClientHandle | None = None) -> tuple[np.ndarray, np.ndarray, float]:
         """Go to input camera n at frame n's time. Returns (render, ground truth) as uint8 images at
@@ -217,7 +274,10 @@ class ViewerApp:
     # -- paths ---------------------------------------------------------------------------------
 
     def add_keyframe(self, c2w: torch.Tensor, fov: float, time: float | None = None) -> None:
-        self.path.keyframes.append(Keyframe(np.asarray(c2w, dtype=np.float64), self.time if time is None else float(time), float(fov)))
+        self.path.keyframes.append(Keyframe(np.asarray(c2w, dtype=np.float64), self.view.time if time is None else float(time), float(fov)))
+
+    def set_path(self, path: CameraPath) -> None:
+        self.path = path
 
     def export_video(self, out: str | Path, progress=None) -> int:
         """Render the path with the model frame by frame into an mp4; returns the frame count."""
@@ -226,9 +286,10 @@ class ViewerApp:
 
     # -- 4DGS (only offered when the checkpoint has the head) ----------------------------------
 
-    def gaussians(self):
+    def gaussians(self) -> Gaussians3D:
+        """The 3D Gaussians at the current time, clip world frame."""
         with self.lock:
-            return self.session.gaussians(self.time)
+            return self.session.gaussians(self.view.time)
 
     # -- clients -------------------------------------------------------------------------------
 
@@ -251,6 +312,11 @@ class ViewerApp:
         if renderer is not None:
             renderer.stop()
 
+    def clients(self, event=None) -> list[viser.ClientHandle]:
+        """The browser behind a GUI event, or every browser when there is none (tests, threads)."""
+        client = getattr(event, "client", None)
+        return [client] if client is not None else list(self.server.get_clients().values())
+
     def notify(self, title: str, body: str, client: viser.ClientHandle | None = None, color: str = "red") -> None:
         """A notification on one browser (or all): errors in callbacks end up here, not in a dead server."""
         for c in [client] if client is not None else list(self.server.get_clients().values()):
@@ -267,91 +333,8 @@ class ViewerApp:
             r.stop()
 
 
-# ----------------------------------------------------------------------------------------------
-# Command line
-
-
-@dataclasses.dataclass
-class ClipArgs:
-    """The clip and model options shared by fsm-view and fsm-render."""
-
-    clip: tyro.conf.Positional[Path] = DEFAULT_CLIP
-    """Video, image folder, or camera file (cameras next to a video/folder are found by name).
-    Default: the shipped sample clip."""
-    ckpt: Path | None = None
-    """Model checkpoint (.pt). Default: the shipped assets/fsm-small.pt (or the CPU preview)."""
-    cameras: Path | None = None
-    """Camera file to use instead of the one found next to the clip."""
-    device: str = "auto"
-    """torch device; "auto" = CUDA if present, else CPU."""
-    dtype: DtypeChoice = "auto"
-    """Compute precision of the transformer blocks (fsm.precision): auto = bf16 where the device
-    multiplies it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
-    frames_per_chunk: int | None = None
-    """Frames per fast-weight update (default: the checkpoint's setting)."""
-    max_frames: int | None = None
-    """Read at most this many frames of the clip."""
-    resolution: int = 128
-    """Model input size: the frames' short side; the long side keeps the clip's aspect (a multiple
-    of the patch, so a few pixels may be cropped from its ends)."""
-    no_sfm: tyro.conf.FlagCreatePairsOff[bool] = False
-    """With no camera file next to the clip, refuse instead of estimating cameras by structure
-    from motion (COLMAP; written next to the clip and reused)."""
-
-
-@dataclasses.dataclass
-class Args(ClipArgs):
-    """Stream a posed clip through an FSM model and explore it in the browser."""
-
-    host: str = "127.0.0.1"
-    """Address to serve on (0.0.0.0 to allow other machines)."""
-    port: int = 8080
-    """Port to serve on; the next free one is used if it is busy."""
-    no_open: tyro.conf.FlagCreatePairsOff[bool] = False
-    """Do not open the default browser."""
-
-
-def fail(message: str) -> None:
-    print(f"fsm-view: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def resolve_device(device: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
-def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str, max_frames: int | None, resolution: int,
-                sfm: bool = True, dtype: str = "auto") -> tuple[FSM, Clip]:
-    """Checkpoint and clip, or exit with code 2 and one clear message (before any server starts)."""
-    from fsm.io import load_clip
-
-    if ckpt is None:
-        ckpt = next((c for c in (DEFAULT_CKPT, PREVIEW_CKPT) if c.is_file()), None)
-        if ckpt is None:
-            fail(
-                f"no checkpoint given and the shipped one at {DEFAULT_CKPT} is missing; "
-                "train one with `python train/pretrain.py` or pass --ckpt PATH"
-            )
-    try:
-        model = load_checkpoint(ckpt, device=resolve_device(device))
-        model.compute_dtype = resolve_dtype(dtype, next(model.parameters()).device)
-    except (CheckpointError, ValueError) as e:
-        fail(str(e))
-    p = model.config.patch
-    if resolution < p or resolution % p:
-        fail(f"--resolution {resolution} must be a positive multiple of the model's patch size {p}")
-    try:
-        loaded = load_clip(clip, cameras=cameras, max_frames=max_frames, size=resolution, multiple=p, sfm=sfm)
-    except (ClipError, ValueError) as e:
-        fail(getattr(e, "cli", str(e)))
-    if len(loaded) == 0:
-        fail(f"{clip}: the clip has no frames")
-    return model, loaded
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = tyro.cli(Args, args=argv)
-    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution, not args.no_sfm, args.dtype)
+def serve(model: FSM, clip: Clip, args) -> None:
+    """fsm-view after the inputs loaded (fsm_viewer.cli.main): the server, the app, the URL, wait."""
     server = viser.ViserServer(host=args.host, port=args.port)
     app = ViewerApp(model, clip, server, args.frames_per_chunk)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{server.get_port()}/"
@@ -366,7 +349,3 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         app.close()
         server.stop()
-
-
-if __name__ == "__main__":
-    main()

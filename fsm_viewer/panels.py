@@ -85,20 +85,34 @@ class StreamPanel:
         self.app = app
         gui = app.server.gui
         elastic = app.stream.elastic
+        depth = app.num_layers
         self.status = gui.add_markdown("")
         self.progress = gui.add_progress_bar(0.0)
         self.controls = gui.add_button_group("Stream", ("Start", "Pause", "Reset"), hint="Reset: fresh fast weights, back to frame 0")
-        with gui.add_folder("Elastic memory"):
+        actions = {"Start": app.start, "Pause": app.pause, "Reset": app.reset}
+        self.controls.on_click(guarded(app, lambda e: actions[e.target.value]()))
+
+        with gui.add_folder("Elastic memory"):  # any change: a fresh memory, streamed again
             self.plain = gui.add_checkbox("Plain LaCT", not elastic.enabled, hint="No elastic consolidation (lambda = 0)")
             self.estimator = gui.add_dropdown("Importance", ESTIMATORS, initial_value=elastic.estimator, hint="si: |dW (W - W*)|, ewc: dW^2, mas: |dW|")
             self.anchor = gui.add_dropdown("Anchor", ANCHOR_POLICIES, initial_value=elastic.anchor, hint="What the weights are pulled back to")
             self.lam = gui.add_slider("Lambda", 0.0, 1.0, 0.05, elastic.lam if elastic.enabled else 0.5, disabled=not elastic.enabled, hint="Strength of the pull toward the anchor")
+
+            def elastic_changed(_):
+                self.lam.disabled = self.plain.value
+                app.restream(self.elastic_config())
+
+            for handle in (self.plain, self.estimator, self.anchor, self.lam):
+                handle.on_update(guarded(app, elastic_changed))
+
         with gui.add_folder("Fast weights"):
             self.matrix = gui.add_dropdown("Matrix", MATRICES, initial_value="w0", hint="w0, w2: (D, Dh) gate and up; w1: (Dh, D) down")
-            self.layer = gui.add_dropdown("Layer", tuple(str(i) for i in range(app.model.config.depth)), initial_value="0")
+            self.layer = gui.add_dropdown("Layer", tuple(str(i) for i in range(depth)), initial_value="0")
+            for handle in (self.matrix, self.layer):
+                handle.on_update(guarded(app, lambda _: self.refresh()))
             x_scale = {"x": viser.uplot.Scale(time=False, auto=True), "y": viser.uplot.Scale(auto=True)}
             series = (viser.uplot.Series(label="chunk"),) + tuple(
-                viser.uplot.Series(label=f"L{i}", stroke=LAYER_COLORS[i % len(LAYER_COLORS)], width=2) for i in range(app.model.config.depth)
+                viser.uplot.Series(label=f"L{i}", stroke=LAYER_COLORS[i % len(LAYER_COLORS)], width=2) for i in range(depth)
             )
             empty = tuple(np.zeros(1) for _ in series)  # refresh() below fills them
             self.drift_plot = gui.add_uplot(empty, series, title="Drift from anchor |W - W*| / |W*|", scales=x_scale, aspect=1.6)
@@ -107,61 +121,45 @@ class StreamPanel:
             self.legend = gui.add_markdown("")
             self.summary = gui.add_markdown("")
 
-        actions = {"Start": app.start, "Pause": app.pause, "Reset": app.reset}
-        self.controls.on_click(guarded(app, lambda e: actions[e.target.value]()))
-        for handle in (self.plain, self.estimator, self.anchor, self.lam):
-            handle.on_update(guarded(app, self._elastic_changed))
-        for handle in (self.matrix, self.layer):
-            handle.on_update(guarded(app, lambda _: self.refresh(app.last_record)))
         app.on_chunk.append(self.refresh)
-        self.refresh(None)
+        self.refresh()
 
     def elastic_config(self):
         lam = 0.0 if self.plain.value else float(self.lam.value)
         return dataclasses.replace(self.app.stream.elastic, lam=lam, estimator=self.estimator.value, anchor=self.anchor.value)
 
-    def _elastic_changed(self, _):
-        self.lam.disabled = self.plain.value
-        self.app.reset(self.elastic_config())
-        self.app.start()
-
-    def refresh(self, record) -> None:
-        """Redraw from session.history and session.state(layer); called after every chunk."""
-        app = self.app
-        n, N = app.next_frame, len(app.clip)
-        with app.lock:
-            history = list(app.session.history)
-            layer = int(self.layer.value)
-            importance = app.session.state(layer).importance[self.matrix.value][0]
-        m = self.matrix.value
+    def refresh(self) -> None:
+        """Redraw from the app's stream_view; called after every chunk and on a selector change."""
+        layer, m = int(self.layer.value), self.matrix.value
+        v = self.app.stream_view(layer, m)
+        history, N = v.history, v.frames_total
 
         # status and progress
         if not history:
-            self.status.content = f"**Ready.** {N} frames in {app.num_chunks} chunks of {app.stream.frames_per_chunk}. Press Start."
+            self.status.content = f"**Ready.** {N} frames in {v.num_chunks} chunks of {v.frames_per_chunk}. Press Start."
         else:
             last = history[-1]
             rate = sum(r.frames for r in history) / max(sum(r.seconds for r in history), 1e-9)
-            state = "Done." if app.done else ("Streaming..." if app.running else "Paused.")
+            state = {"done": "Done.", "streaming": "Streaming...", "paused": "Paused."}[v.status]
             self.status.content = (
-                f"**{state}** chunk {last.index + 1}/{app.num_chunks} · {last.frames_total}/{N} frames · "
+                f"**{state}** chunk {last.index + 1}/{v.num_chunks} · {last.frames_total}/{N} frames · "
                 f"{rate:.1f} frames/s ({last.frames / max(last.seconds, 1e-9):.1f} last chunk)"
             )
-        self.progress.value = 100.0 * n / N
+        self.progress.value = 100.0 * v.frames_fed / N
 
         # curves: one line per layer over chunks. Every curve starts at (0, 0): before the first
         # chunk the fast weights are their anchors. (It also keeps the data non-empty: viser 1.1's
         # uPlot never draws a chart that was created with empty arrays.)
         x = np.array([0] + [r.index + 1 for r in history], dtype=np.float64)
-        L = app.model.config.depth
-        drift = tuple(np.array([0.0] + [r.layers[l].drift[m] for r in history]) for l in range(L))
-        upd = tuple(np.array([0.0] + [r.layers[l].update_norm[m] for r in history]) for l in range(L))
-        self.drift_plot.data = (x, *drift)
-        self.update_plot.data = (x, *upd)
+        zero = np.zeros((1, v.drift.shape[1]))
+        drift, upd = np.concatenate([zero, v.drift]), np.concatenate([zero, v.update])
+        self.drift_plot.data = (x, *drift.T)
+        self.update_plot.data = (x, *upd.T)
 
         # heatmap of the selected layer's importance
-        image, lo, hi = importance_image(importance)
+        image, lo, hi = importance_image(v.importance)
         self.heatmap.image = image
-        rows, cols = importance.shape
+        rows, cols = v.importance.shape
         self.legend.content = (
             f"Layer {layer}, {m} ({rows} x {cols}: rows = inputs, columns = outputs). "
             f"Colour bar: log10 F from **{lo:.2f}** (purple) to **{hi:.2f}** (yellow)."
@@ -188,41 +186,43 @@ class RenderPanel:
     def __init__(self, app):
         self.app = app
         gui = app.server.gui
-        clip = app.clip
+        clip, view = app.clip, app.view
         N = len(clip)
         t0, t1 = app.time_span
         step = max((t1 - t0) / max(4 * (N - 1), 1), 1e-3)
         self.time = gui.add_slider("Time (s)", t0, max(t1, t0 + step), step, t0, hint="Clip time the model renders")
-        self.play = gui.add_checkbox("Play", False, hint="Advance time (loops)")
+        self.time.on_update(guarded(app, lambda e: app.set_time(e.target.value)))
+        self.play = gui.add_checkbox("Play", False, hint="Advance time (loops)")  # read by _play_loop
         self.speed = gui.add_slider("Speed", 0.1, 4.0, 0.1, 1.0)
         self.along = gui.add_slider(
             "Camera along clip", 0.0, float(max(N - 1, 1)), 0.1, 0.0,
             hint="Move your view along the clip's smoothed camera path (time stays: bullet time)",
         )
-        self.head = gui.add_dropdown("Head", app.heads, initial_value=app.head)
-        self.show_inputs = gui.add_checkbox("Input cameras", True, hint="Show the clip's cameras in the scene")
-        self.resolution = gui.add_slider("Resolution", 2 * app.patch, 512, app.patch, app.resolution, hint="Render height in pixels (half while the camera moves)")
+        self.along.on_update(guarded(app, lambda e: app.move_along(self.along.value, app.clients(e))))
+        self.head = gui.add_dropdown("Head", app.heads, initial_value=view.head)
+        self.head.on_update(guarded(app, lambda _: app.set_head(self.head.value)))
+        self.show_inputs = gui.add_checkbox("Input cameras", view.show_inputs, hint="Show the clip's cameras in the scene")
+        self.show_inputs.on_update(guarded(app, lambda _: app.show_input_cameras(self.show_inputs.value)))
+        self.resolution = gui.add_slider("Resolution", 2 * app.patch, 512, app.patch, view.resolution, hint="Render height in pixels (half while the camera moves)")
+        self.resolution.on_update(guarded(app, lambda _: app.set_resolution(self.resolution.value)))
+
         with gui.add_folder("Compare with input"):
             self.frame = gui.add_slider("Input frame", 0, max(N - 1, 1), 1, 0)
             self.snap = gui.add_button("Snap to input frame", icon=viser.Icon.CAMERA, hint="Camera and time of input frame N")
+            self.snap.on_click(guarded(app, self._snap))
             blank = np.full((clip.cameras.height, 2 * clip.cameras.width, 3), 255, np.uint8)
             self.compare = gui.add_image(blank, label="Input frame | model render", visible=False)
             self.psnr = gui.add_markdown("Snap to a frame to compare the model's render with it.")
+
         self.splats = self.export_ply = None
         if "4dgs" in app.heads:  # only checkpoints with the 4DGS head
             with gui.add_folder("Gaussians (4DGS)"):
                 self.splats = gui.add_checkbox("Show splats", False, hint="The 4D Gaussians sliced at the current time")
+                self.splats.on_update(guarded(app, lambda _: self.update_splats()))
                 self.export_ply = gui.add_button("Export PLY", icon=viser.Icon.DOWNLOAD)
-            self.splats.on_update(guarded(app, lambda _: self.update_splats(app.time)))
-            self.export_ply.on_click(guarded(app, self._export_ply))
-            app.on_time.append(self.update_splats)
+                self.export_ply.on_click(guarded(app, self._export_ply))
+            app.on_time.append(lambda _time: self.update_splats())
 
-        self.time.on_update(guarded(app, lambda e: app.set_time(e.target.value)))
-        self.along.on_update(guarded(app, self._along_changed))
-        self.head.on_update(guarded(app, self._head_changed))
-        self.resolution.on_update(guarded(app, self._resolution_changed))
-        self.snap.on_click(guarded(app, self._snap))
-        self.show_inputs.on_update(guarded(app, lambda _: app.show_input_cameras(self.show_inputs.value)))
         self._playing = True
         self._player = threading.Thread(target=self._play_loop, name="play", daemon=True)
         self._player.start()
@@ -236,25 +236,6 @@ class RenderPanel:
                 self.time.value = t0 + (t - t0) % (t1 - t0)  # wrap around: loop the clip
         # (setting .value runs the slider's callbacks, which call app.set_time)
 
-    def _clients(self, event):
-        return [event.client] if event.client is not None else list(self.app.server.get_clients().values())
-
-    def _along_changed(self, event):
-        c2w, fov = self.app.trajectory_camera(self.along.value)
-        for client in self._clients(event):
-            scene.set_client_camera(client, c2w, fov)
-            renderer = self.app.renderers.get(client.client_id)
-            if renderer is not None:
-                renderer.camera_moved()
-
-    def _head_changed(self, _):
-        self.app.head = self.head.value
-        self.app.rerender_all()
-
-    def _resolution_changed(self, _):
-        self.app.resolution = int(self.resolution.value)
-        self.app.rerender_all()
-
     def _snap(self, event):
         n = int(self.frame.value)
         render, gt, value = self.app.snap_to_frame(n, event.client)
@@ -263,11 +244,11 @@ class RenderPanel:
         gap = np.full((gt.shape[0], max(2, gt.shape[1] // 32), 3), 255, np.uint8)
         self.compare.image = np.concatenate([gt, gap, render], axis=1)
         self.compare.visible = True
-        self.psnr.content = f"Frame {n} at t = {self.app.time:.3f} s: **PSNR {value:.2f} dB** (render vs. input frame)"
+        self.psnr.content = f"Frame {n} at t = {self.app.view.time:.3f} s: **PSNR {value:.2f} dB** (render vs. input frame)"
 
-    # 4DGS: written against StreamSession.gaussians(time) -> means (N,3), covariances (N,3,3),
-    # rgb (N,3), opacities (N,) in the clip's world frame, and fsm.gaussians.export_ply.
-    def update_splats(self, _time) -> None:
+    # 4DGS: app.gaussians() -> means (N,3), covariances (N,3,3), rgb (N,3), opacities (N,) in the
+    # clip's world frame, and fsm.gaussians.export_ply.
+    def update_splats(self) -> None:
         if self.splats is None:
             return
         if not self.splats.value:
@@ -286,7 +267,7 @@ class RenderPanel:
         from fsm.gaussians import export_ply
 
         with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / f"fsm-gaussians-t{self.app.time:.3f}.ply"
+            out = Path(tmp) / f"fsm-gaussians-t{self.app.view.time:.3f}.ply"
             export_ply(out, self.app.gaussians())
             target = event.client or self.app.server
             target.send_file_download(out.name, out.read_bytes(), save_immediately=True)
@@ -305,26 +286,25 @@ class PathPanel:
         gui = app.server.gui
         path = app.path
         self.add = gui.add_button("Add keyframe", icon=viser.Icon.PLUS, hint="Your current view at the current time")
+        self.add.on_click(guarded(app, self._add))
         self.keys = gui.add_dropdown("Keyframe", ("(none)",))
         self.delete = gui.add_button("Delete", icon=viser.Icon.TRASH)
+        self.delete.on_click(guarded(app, lambda _: self._edit("delete")))
         self.up = gui.add_button("Move earlier", icon=viser.Icon.ARROW_UP)
+        self.up.on_click(guarded(app, lambda _: self._edit("up")))
         self.down = gui.add_button("Move later", icon=viser.Icon.ARROW_DOWN)
+        self.down.on_click(guarded(app, lambda _: self._edit("down")))
         self.duration = gui.add_number("Duration (s)", path.duration, min=0.1, max=600.0, step=0.1)
         self.fps = gui.add_number("FPS", path.fps, min=1.0, max=120.0, step=1.0)
         self.height = gui.add_slider("Video height", 2 * app.patch, 1024, app.patch, path.height)
-        self.progress = gui.add_progress_bar(0.0, visible=False)
-        self.render = gui.add_button("Render video", icon=viser.Icon.MOVIE, hint="Every frame rendered by the model, saved as mp4")
-        self.save = gui.add_button("Save path (JSON)", icon=viser.Icon.DEVICE_FLOPPY)
-        self.load = gui.add_upload_button("Load path (JSON)", icon=viser.Icon.UPLOAD, mime_type="application/json")
-
-        self.add.on_click(guarded(app, self._add))
-        self.delete.on_click(guarded(app, lambda _: self._edit("delete")))
-        self.up.on_click(guarded(app, lambda _: self._edit("up")))
-        self.down.on_click(guarded(app, lambda _: self._edit("down")))
         for handle in (self.duration, self.fps, self.height):
             handle.on_update(guarded(app, self._settings_changed))
+        self.progress = gui.add_progress_bar(0.0, visible=False)
+        self.render = gui.add_button("Render video", icon=viser.Icon.MOVIE, hint="Every frame rendered by the model, saved as mp4")
         self.render.on_click(guarded(app, self._render_video))
+        self.save = gui.add_button("Save path (JSON)", icon=viser.Icon.DEVICE_FLOPPY)
         self.save.on_click(guarded(app, self._save))
+        self.load = gui.add_upload_button("Load path (JSON)", icon=viser.Icon.UPLOAD, mime_type="application/json")
         self.load.on_upload(guarded(app, self._load))
 
     def _settings_changed(self, _=None):
@@ -332,7 +312,7 @@ class PathPanel:
         p.duration, p.fps, p.height = float(self.duration.value), float(self.fps.value), int(self.height.value)
 
     def _add(self, event):
-        client = event.client or next(iter(self.app.server.get_clients().values()), None)
+        client = next(iter(self.app.clients(event)), None)
         if client is None:
             raise RuntimeError("no browser connected to take the camera from")
         self.app.add_keyframe(scene.client_c2w(client.camera), client.camera.fov)
@@ -360,19 +340,20 @@ class PathPanel:
         self.keys.options = labels
         if keys and select is not None:
             self.keys.value = labels[max(0, select)]
-        app.server.scene.remove_by_name("/path")
         H, W = app.clip.cameras.height, app.clip.cameras.width
-        for i, k in enumerate(keys):
-            app.server.scene.add_camera_frustum(
-                f"/path/key_{i}", fov=k.fov, aspect=W / H, scale=0.8 * scene.frustum_scale(app.norm),
-                color=(1.0, 0.55, 0.0), thickness=2.5, thickness_units="screen",
-                wxyz=viser.transforms.SO3.from_matrix(k.c2w[:3, :3]).wxyz, position=k.c2w[:3, 3],
-            )
-        if len(keys) >= 2:
-            preview = CameraPath(keys, fps=max(8.0, 24.0 / len(keys)), duration=len(keys))  # ~24 points a segment
-            pos = preview.sample()[0][:, :3, 3].numpy()
-            segments = np.stack([pos[:-1], pos[1:]], axis=1)  # (M-1, 2, 3)
-            app.server.scene.add_line_segments("/path/spline", segments, colors=(255, 140, 0), thickness=3.0, thickness_units="screen")
+        with app.server.atomic():
+            app.server.scene.remove_by_name("/path")
+            for i, k in enumerate(keys):
+                app.server.scene.add_camera_frustum(
+                    f"/path/key_{i}", fov=k.fov, aspect=W / H, scale=0.8 * scene.frustum_scale(app.norm),
+                    color=(1.0, 0.55, 0.0), thickness=2.5, thickness_units="screen",
+                    wxyz=viser.transforms.SO3.from_matrix(k.c2w[:3, :3]).wxyz, position=k.c2w[:3, 3],
+                )
+            if len(keys) >= 2:
+                preview = CameraPath(keys, fps=max(8.0, 24.0 / len(keys)), duration=len(keys))  # ~24 points a segment
+                pos = preview.sample()[0][:, :3, 3].numpy()
+                segments = np.stack([pos[:-1], pos[1:]], axis=1)  # (M-1, 2, 3)
+                app.server.scene.add_line_segments("/path/spline", segments, colors=(255, 140, 0), thickness=3.0, thickness_units="screen")
 
     def _render_video(self, event):
         app = self.app
@@ -411,7 +392,7 @@ class PathPanel:
     def _load(self, event):
         upload = event.target.value
         path = CameraPath.from_dict(json.loads(upload.content.decode()), upload.name)
-        self.app.path = path
+        self.app.set_path(path)
         self.duration.value, self.fps.value, self.height.value = path.duration, path.fps, snap(path.height, 8)
         self.refresh(select=0)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import tyro
 
 from fsm.stream import StreamSession
-from fsm_viewer.app import ClipArgs, fail, load_inputs
+from fsm_viewer.cli import ClipArgs, fail, load_inputs
 from fsm_viewer.paths import CameraPath, PathError, render_path_video
 
 

@@ -20,7 +20,8 @@ import tyro
 import viser
 from playwright.sync_api import sync_playwright
 
-from fsm_viewer.app import DEFAULT_CLIP, ViewerApp, load_inputs
+from fsm_viewer.app import ViewerApp
+from fsm_viewer.cli import DEFAULT_CLIP, load_inputs
 
 # Headless chromium as root in a container, with nothing reaching out to the network
 # (tests/test_viewer_browser.py launches it the same way).

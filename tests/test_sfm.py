@@ -124,7 +124,7 @@ def test_command_line_estimates_or_refuses(room, tmp_path, capsys):
     the cameras are estimated (one line says so) and the clip loads at the requested resolution."""
     import fsm
     from fsm.model import FSM
-    from fsm_viewer.app import load_inputs
+    from fsm_viewer.cli import load_inputs
 
     video = tmp_path / "room.mp4"
     video.write_bytes(room[0].read_bytes())

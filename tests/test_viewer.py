@@ -17,8 +17,9 @@ import viser
 import fsm
 from fsm.cameras import look_at
 from fsm.io import Cameras, Clip, write_clip
-from fsm_viewer import app as app_module
-from fsm_viewer.app import ViewerApp, load_inputs, main
+from fsm_viewer import cli as cli_module
+from fsm_viewer.app import ViewerApp
+from fsm_viewer.cli import load_inputs, main
 from fsm_viewer.panels import importance_image
 from fsm_viewer.paths import CameraPath, Keyframe, PathError, intrinsics_from_fov
 from fsm_viewer.render import main as render_main
@@ -223,8 +224,8 @@ def test_bad_input_exits_2_with_one_message(case, files, tmp_path, capsys, monke
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     (tmp_path / "bad.json").write_text((video.with_suffix(".json")).read_text())
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    monkeypatch.setattr(app_module, "DEFAULT_CKPT", tmp_path / "missing" / "fsm-small.pt")
-    monkeypatch.setattr(app_module, "PREVIEW_CKPT", tmp_path / "missing" / "preview.pt")
+    monkeypatch.setattr(cli_module, "DEFAULT_CKPT", tmp_path / "missing" / "fsm-small.pt")
+    monkeypatch.setattr(cli_module, "PREVIEW_CKPT", tmp_path / "missing" / "preview.pt")
     started = []
     monkeypatch.setattr(viser, "ViserServer", lambda *a, **k: started.append(1))
     with pytest.raises(SystemExit) as exit_info:
@@ -251,7 +252,7 @@ def test_snap_panel_hides_the_snapped_frustum(viewer):
     render_panel = viewer.panels.render
     render_panel.frame.value = 3
     render_panel._snap(type("Event", (), {"client": None})())
-    assert viewer.time == pytest.approx(float(viewer.clip.times[3]))
+    assert viewer.view.time == pytest.approx(float(viewer.clip.times[3]))
     assert not viewer.frustums[3].visible and viewer.frustums[2].visible
     assert "PSNR" in render_panel.psnr.content and render_panel.compare.visible
 
@@ -275,7 +276,7 @@ def test_4dgs_panels_show_splats_and_export_ply(monkeypatch):
         pushed = {}
         monkeypatch.setattr(server.scene, "add_gaussian_splats", lambda name, **kw: pushed.update(name=name, **kw))
         app.panels.render.splats.value = True
-        app.panels.render.update_splats(app.time)
+        app.panels.render.update_splats()
         g = app.gaussians()
         assert pushed["name"] == "/splats" and pushed["centers"].shape == (len(g), 3) and len(g) > 0
         np.testing.assert_allclose(pushed["covariances"], g.covariances.numpy(), rtol=1e-6)
@@ -299,7 +300,7 @@ def test_default_checkpoint_falls_back_to_the_labelled_preview(files, tmp_path, 
     model = fsm.load_checkpoint(ckpt)
     model.metadata = {"notice": "a preview"}
     fsm.save_checkpoint(tmp_path / "preview.pt", model, metadata=model.metadata)
-    monkeypatch.setattr(app_module, "DEFAULT_CKPT", tmp_path / "missing.pt")
-    monkeypatch.setattr(app_module, "PREVIEW_CKPT", tmp_path / "preview.pt")
+    monkeypatch.setattr(cli_module, "DEFAULT_CKPT", tmp_path / "missing.pt")
+    monkeypatch.setattr(cli_module, "PREVIEW_CKPT", tmp_path / "preview.pt")
     loaded, _ = load_inputs(video, None, None, "cpu", None, 32)
     assert loaded.metadata["notice"] == "a preview"

@@ -106,7 +106,7 @@ def test_viewer_in_chromium(viewer):
             time_slider = slider(page, "Time (s)")
             time_slider.wait_for()
             drag(page, time_slider.bounding_box(), dx=120)
-            assert wait_for(lambda: viewer.time > viewer.time_span[0] + 0.1), "time slider drag did not reach the app"
+            assert wait_for(lambda: viewer.view.time > viewer.time_span[0] + 0.1), "time slider drag did not reach the app"
 
             # drag the 3D canvas -> the browser camera orbits -> a new render comes back
             before = renderer.client.camera.position.copy()
