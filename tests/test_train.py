@@ -334,3 +334,18 @@ def test_geo_head_trains_on_true_depth_and_eval_reports_oracle_and_depth_error(t
         pred = model(inputs, targets, heads=("depth",))["depth"]
     finite = torch.isfinite(depth)
     assert abs(((pred - depth).abs() / depth)[finite].mean().item() - rows["4dgs"]["abs_rel"]) < 1e-5
+
+
+def test_init_from_a_shipped_checkpoint_starts_from_its_weights(tmp_path, smoke_ckpt):
+    from train.export_checkpoint import ExportConfig
+    from train.export_checkpoint import main as export
+
+    shipped = export(ExportConfig(smoke_ckpt, tmp_path / "shipped.pt", fp16=False))
+    cfg = tiny(tmp_path / "warm", steps=1, init_from=shipped, lr=0.0, warmup=1)
+    lib.pretrain(cfg)
+    before, after = weights(shipped), weights(tmp_path / "warm" / "ckpt.pt")
+    assert all(torch.equal(before[k], after[k]) for k in before)  # lr 0: the run kept the shipped weights
+    assert fsm.load_checkpoint(tmp_path / "warm" / "ckpt.pt").metadata["init_from"]["path"] == str(shipped)
+    other = tiny(tmp_path / "bad", steps=1, init_from=shipped, model=lib.ModelOptions(preset="small"))
+    with pytest.raises(ValueError, match="architecture differs"):
+        lib.pretrain(other)

@@ -135,6 +135,9 @@ class TrainConfig:
     """Steps between checkpoints (one is always written at exit)."""
     resume: Path | None = None
     """Continue from this training checkpoint (same flags otherwise); exact continuation."""
+    init_from: Path | None = None
+    """Start from the weights of this checkpoint (e.g. a shipped one: same architecture) with a fresh
+    optimizer and schedule: a warm restart when the training checkpoint is gone."""
     seed: int = 0
     """Seeds the weights and every data stream (process r draws its samples from seed, r, step)."""
     device: str = "auto"
@@ -337,6 +340,19 @@ def load_training_checkpoint(path: Path, model: FSM, optimizer) -> tuple[int, di
     optimizer.load_state_dict(ckpt["optimizer"])
     set_rng_state(ckpt["rng"])
     return int(ckpt["step"]), ckpt.get("metadata", {})
+
+
+def init_weights(path: Path, model: FSM) -> dict:
+    """Load the weights of any checkpoint with this architecture (fp16 ones are restored to fp32);
+    returns its metadata under "init_from" (what the run started from)."""
+    ckpt = read_checkpoint(path)
+    config, _ = checkpoint_configs(path, ckpt)
+    differ = differences(config, model.config)
+    if differ:
+        raise ValueError(f"{path}: the architecture differs from --model's — " + "; ".join(differ))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+    meta = ckpt.get("metadata", {})
+    return {"init_from": {"path": str(path), "steps": meta.get("steps"), "cpu_hours": meta.get("cpu_hours")}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -575,6 +591,8 @@ def pretrain(cfg: TrainConfig) -> dict:
     step, metadata = 0, {}
     if cfg.resume is not None:
         step, metadata = load_training_checkpoint(cfg.resume, model, optimizer)
+    elif cfg.init_from is not None:
+        metadata = init_weights(cfg.init_from, model)
     model.train()
 
     if cfg.activation_checkpointing:
