@@ -21,7 +21,8 @@ from fsm_viewer import cli as cli_module
 from fsm_viewer.app import ViewerApp
 from fsm_viewer.cli import load_inputs, main
 from fsm_viewer.panels import importance_image
-from fsm_viewer.paths import CameraPath, Keyframe, PathError, intrinsics_from_fov
+from fsm_viewer.paths import CameraPath, Keyframe, PathError
+from fsm_viewer.video import intrinsics_from_fov
 from fsm_viewer.render import main as render_main
 
 SIZE = 32  # frames SIZE x SIZE: 16 tokens of the tiny model's 8x8 patches
