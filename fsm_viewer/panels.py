@@ -115,7 +115,7 @@ def _chart(gui, title: str, y_label: str, depth: int):
         viser.uplot.Series(label=f"L{i}", stroke=LAYER_COLORS[i % len(LAYER_COLORS)], width=2) for i in range(depth)
     )
     return gui.add_uplot(
-        tuple(np.zeros(1) for _ in series), series, title=title, aspect=1.6, visible=False,
+        tuple(np.zeros(1) for _ in series), series, title=title, aspect=1.25, visible=False,
         scales={"x": viser.uplot.Scale(time=False, auto=True), "y": viser.uplot.Scale(auto=True)},
         axes=(viser.uplot.Axis(label="chunk", incrs=CHUNK_TICKS), viser.uplot.Axis(label=y_label)),
         legend=viser.uplot.Legend(live=False),  # the labels carry the last values (below)

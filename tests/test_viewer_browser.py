@@ -98,15 +98,16 @@ def test_viewer_in_chromium(viewer):
             page.get_by_text("Done.", exact=False).wait_for(timeout=10_000)
 
             # a rendered background arrived for this browser
-            assert wait_for(lambda: any(r.frames_rendered > 0 for r in viewer.renderers.values()))
-            renderer = next(iter(viewer.renderers.values()))
+            assert wait_for(lambda: any(v.renderer.frames_rendered > 0 for v in viewer.views.values()))
+            view = next(iter(viewer.views.values()))
+            renderer = view.renderer
 
             # Render tab: drag the time slider to the right -> the model time moves
             page.get_by_role("tab", name="Render").click()
             time_slider = slider(page, "Time (s)")
             time_slider.wait_for()
             drag(page, time_slider.bounding_box(), dx=120)
-            assert wait_for(lambda: viewer.view.time > viewer.time_span[0] + 0.1), "time slider drag did not reach the app"
+            assert wait_for(lambda: view.state.time > viewer.time_span[0] + 0.1), "time slider drag did not reach the app"
 
             # drag the 3D canvas -> the browser camera orbits -> a new render comes back
             before = renderer.client.camera.position.copy()
