@@ -372,6 +372,7 @@ class PathPanel:
         self.save.on_click(guarded(app, self._save))
         self.load = gui.add_upload_button("Load path (JSON)", icon=viser.Icon.UPLOAD, mime_type="application/json")
         self.load.on_upload(guarded(app, self._load))
+        self.exports: list[threading.Thread] = []  # video exports of this page
 
     def _settings_changed(self, _=None):
         p = self.view.path
@@ -440,15 +441,18 @@ class PathPanel:
                     data = out.read_bytes()
                 view.client.send_file_download("fsm-path.mp4", data, save_immediately=True)
                 view.app.notify("Video ready", f"{total} frames rendered", client=view.client, color="green")
-            except Exception as e:  # includes the browser leaving mid-render
-                if view.client.client_id in view.app.views:  # nobody to tell otherwise
+            except Exception as e:
+                if not view.closed:  # a page that left needs no message (and the log no traceback)
                     traceback.print_exc()
                     view.app.notify("Video failed", f"{type(e).__name__}: {e}", client=view.client)
             finally:
-                self.render.disabled = False
-                self.progress.visible = False
+                if not view.closed:
+                    self.render.disabled = False
+                    self.progress.visible = False
 
-        threading.Thread(target=work, name="render-video", daemon=True).start()
+        thread = threading.Thread(target=work, name="render-video", daemon=True)
+        self.exports = [t for t in self.exports if t.is_alive()] + [thread]
+        thread.start()
 
     def _save(self, event):
         self.view.path.stream = self.view.app.stream.to_dict()  # fsm-render streams with these

@@ -34,6 +34,10 @@ class UserError(ValueError):
     """Something the person asked for that cannot be done now: shown as a message, no traceback."""
 
 
+class PageClosed(RuntimeError):
+    """The browser that asked for this work has gone."""
+
+
 @dataclass
 class ViewState:
     """What one browser looks at (its camera is the browser's own)."""
@@ -55,6 +59,7 @@ class BrowserView:
             splats="4dgs" in app.heads,  # the browser-side view is the default with that head
         )  # fmt: skip
         self.path = CameraPath(height=clip.cameras.height, aspect=clip.cameras.width / clip.cameras.height)
+        self.closed = False  # the browser left: long work for it (a video export) stops
         self._background = False  # a server render is on the page
         with client.atomic():
             self.frustums = scene.add_input_cameras(client.scene, clip, app.norm)
@@ -173,7 +178,12 @@ class BrowserView:
         self.app.require_memory("render a video")
         self.path.stream = self.app.stream.to_dict()  # the settings the video was made with
         head = self.state.head
-        render = lambda c2w, K, t, H, W: self.app.render(c2w, K, t, H, W, head)
+
+        def render(c2w, K, t, H, W):
+            if self.closed:
+                raise PageClosed("the page closed during the export")
+            return self.app.render(c2w, K, t, H, W, head)
+
         return render_path_video(render, self.path, out, self.app.patch, progress)
 
     def gaussians(self) -> Gaussians3D:
@@ -182,11 +192,13 @@ class BrowserView:
         return self.app.gaussians(self.state.time)
 
     def close(self) -> None:
-        """The browser left: stop its threads (render, splats, play)."""
+        """The browser left: stop its threads (render, splats, play; an export ends at its next frame)."""
+        self.closed = True
         self.renderer.stop()
         self.splats.stop()
         self.panels.close()
 
     @property
     def threads(self) -> list[threading.Thread]:
-        return [self.renderer._thread, self.splats._thread, self.panels.render._player]
+        """Every thread this page owns (they end after close())."""
+        return [self.renderer._thread, self.splats._thread, self.panels.render._player, *self.panels.path.exports]

@@ -401,7 +401,10 @@ def test_ply_sequence_download_from_the_render_tab(viewer_4dgs, monkeypatch):
 # 3. pages that close: nothing left behind
 
 
-def test_closed_pages_leave_no_threads(viewer):
+def test_closed_pages_leave_no_threads_or_views(viewer):
+    import gc
+    import weakref
+
     stream_all(viewer)
     base = {t.ident for t in threading.enumerate()}
     pages = [HeadlessBrowser(viewer.server) for _ in range(4)]
@@ -416,3 +419,7 @@ def test_closed_pages_leave_no_threads(viewer):
     assert wait_for(lambda: not any(t.is_alive() for t in threads), timeout=15), [t.name for t in threads if t.is_alive()]
     left = [t.name for t in threading.enumerate() if t.ident not in base]
     assert not [n for n in left if n.startswith(("render-client", "splats", "play"))], left
+    refs = [weakref.ref(v) for v in views]
+    del views, threads
+    gc.collect()
+    assert all(r() is None for r in refs), "a closed page's BrowserView is still referenced (memory per page)"
