@@ -423,3 +423,39 @@ def test_closed_pages_leave_no_threads_or_views(viewer):
     del views, threads
     gc.collect()
     assert all(r() is None for r in refs), "a closed page's BrowserView is still referenced (memory per page)"
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. a long clip: finite all the way, plots stay small
+
+
+def test_long_clip_stays_finite_and_plots_stay_small(model):
+    """2000 frames (16x16, the tiny model) in 500 chunks through the viewer: every state finite,
+    renders finite, and the Stream tab's curves send at most MAX_POINTS points, not 501.
+    (The shipped model over 2000 64x64 frames, with memory: bench/stream_memory.py --long.)"""
+    n, size = 2000, 16
+    g = torch.Generator().manual_seed(3)
+    field = torch.rand(1, 3, 4, 4 + n // 50, generator=g)
+    frames = torch.stack([torch.nn.functional.interpolate(field[..., i // 50 : i // 50 + 4], size=(size, size), mode="bilinear")[0] for i in range(n)])
+    up = torch.tensor([0.0, 0.0, 1.0])
+    c2w = torch.stack([look_at(torch.tensor([3 * math.sin(a), -3 * math.cos(a), 0.5]), torch.zeros(3), up) for a in torch.linspace(0, 12 * math.pi, n)])
+    K = torch.tensor([size * 0.9, size * 0.9, size / 2, size / 2]).expand(n, 4).clone()
+    clip = Clip(frames, Cameras(c2w, K, torch.arange(n, dtype=torch.float64) / 30, size, size), fps=30.0)
+    server = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
+    app = ViewerApp(model, clip, server, frames_per_chunk=4)
+    try:
+        while app.step() is not None:
+            for layer in range(app.num_layers):
+                s = app.session.state(layer)
+                for tensors in (s.weights, s.anchors, s.importance):
+                    assert all(torch.isfinite(t).all() for t in tensors.values()), f"chunk {len(app.session.history)}, layer {layer}"
+        assert len(app.session.history) == 500
+        for t in (0.0, 33.3, 66.6):
+            i = int(t * 30)
+            assert torch.isfinite(app.render(c2w[i], K[i], t, size, size)).all()
+        data = app.panels.stream.drift_plot.data
+        assert len(data[0]) == MAX_POINTS and data[0][-1] == 500
+        assert all(np.isfinite(d).all() for d in data)
+    finally:
+        app.close()
+        server.stop()
