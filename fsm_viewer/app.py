@@ -40,7 +40,7 @@ from fsm.cameras import ClipNormalization, interpolate_cameras, smooth_trajector
 from fsm.gaussians import Gaussians3D
 from fsm.io import Clip
 from fsm_viewer import scene
-from fsm_viewer.panels import build_panels
+from fsm_viewer.panels import build_panels, build_view_panels
 from fsm_viewer.view import BrowserView, UserError
 
 
@@ -75,6 +75,7 @@ class ViewerApp:
         self._alive = True
         self.views: dict[int, BrowserView] = {}  # one per connected browser
         self._views_lock = threading.Lock()
+        self._build_lock = threading.Lock()
         self.on_chunk: list = []  # callbacks() after every chunk and after a reset
         self.last_record: ChunkRecord | None = None
 
@@ -225,7 +226,8 @@ class ViewerApp:
             return list(self.views.values())
 
     def _client_connected(self, client: viser.ClientHandle) -> None:
-        view = BrowserView(self, client)
+        with self._build_lock:  # one page at a time: a tab is a `with` context, not re-entrant across threads
+            view = BrowserView(self, client, build_view_panels)
         with self._views_lock:
             self.views[client.client_id] = view
 

@@ -214,7 +214,7 @@ class StreamPanel:
             plot.data = (xs, *ys.T)
             # legend values without hovering: the last chunk's value in each label
             plot.series = (plot.series[0],) + tuple(
-                dataclasses_replace(s, label=f"L{i} {values[-1, i]:.3g}") for i, s in enumerate(plot.series[1:])
+                {**s, "label": f"L{i} {values[-1, i]:.3g}"} for i, s in enumerate(plot.series[1:])  # Series: TypedDicts
             )
 
         # heatmap of the selected layer's importance
@@ -234,11 +234,6 @@ class StreamPanel:
                 f"{100 * st.importance_frac_above_mean[m]:.0f}% | {st.drift[m]:.3f} |"
             )
         self.summary.content = f"Last chunk, {m}:\n\n" + "\n".join(lines)
-
-
-def dataclasses_replace(series: dict, **changes) -> dict:
-    """uPlot Series are TypedDicts: a copy with some keys changed."""
-    return {**series, **changes}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ class ViewState:
 
 
 class BrowserView:
-    def __init__(self, app, client: viser.ClientHandle):
+    def __init__(self, app, client: viser.ClientHandle, build_panels):
+        """build_panels(view) -> this page's Render and Path panels (fsm_viewer.panels.build_view_panels)."""
         self.app, self.client = app, client
         clip = app.clip
         self.state = ViewState(
@@ -70,9 +71,7 @@ class BrowserView:
         self.splats = SplatStreamer(client.scene, self._slice, lambda: self.state.time, lambda: self.state.splats,
                                     on_error=lambda msg: app.notify("Splats failed", msg, client=client))  # fmt: skip
         client.camera.on_update(lambda _: self.renderer.camera_moved())
-        from fsm_viewer.panels import build_view_panels  # panels.py imports this module
-
-        self.panels = build_view_panels(self)
+        self.panels = build_panels(self)
         self.memory_changed()
 
     # -- what the memory and the view say to draw ------------------------------------------------
