@@ -10,6 +10,7 @@ Conventions (shared by the whole project):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -161,24 +162,66 @@ class PoseNormalization:
         return {"rotation": self.rotation.tolist(), "center": self.center.tolist(), "scale": self.scale}
 
 
+# A mean of unit axes shorter than this says "no common direction" (e.g. cameras on a full
+# circle looking inwards average to ~0); its direction would be rounding noise.
+MIN_AXIS_NORM = 0.1
+
+
 def normalize_poses(c2w: torch.Tensor) -> tuple[torch.Tensor, PoseNormalization]:
     """Centre on the mean camera and scale translations into [-1, 1].
 
-    The mean camera sits at the mean position with axes from the mean z (forward) and mean
-    y (down) axes, orthonormalised. Returns (normalised c2w (N,4,4), the transform).
+    The mean camera sits at the mean position. Its axes come from an ordered list of candidate
+    directions, each used only if it is well defined (see `_frame_axes`): forward = the mean
+    forward, else the first camera's; down = the mean down orthogonalised against forward, else
+    the first camera's, else a world axis. So every layout (a full ring, one camera, cameras at
+    one point) gets a proper rotation. Returns (normalised c2w (N,4,4), the transform).
     """
+    if c2w.ndim != 3 or c2w.shape[1:] != (4, 4) or c2w.shape[0] == 0:
+        raise ValueError(f"camera poses must be (N,4,4) with N >= 1, got {tuple(c2w.shape)}")
     if not torch.isfinite(c2w).all():
         raise ValueError("camera poses contain NaN or inf")
-    center = c2w[:, :3, 3].mean(0)
-    z = F.normalize(c2w[:, :3, 2].mean(0), dim=0)
-    y = c2w[:, :3, 1].mean(0)
-    y = F.normalize(y - (y @ z) * z, dim=0)
-    x = torch.cross(y, z, dim=0)
-    rotation = torch.stack([x, y, z], dim=1)
-    ident = PoseNormalization(rotation, center, 1.0)
-    scale = ident.c2w_to_normalized(c2w)[:, :3, 3].abs().max().item()
-    norm = PoseNormalization(rotation, center, scale if scale > 1e-8 else 1.0)
+    c = c2w.double()  # the frame is built in float64; float32 means of ~cancelling axes are noise
+    center = c[:, :3, 3].mean(0)
+    rotation = _frame_axes(c[:, :3, :3])
+    spread = ((c[:, :3, 3] - center) @ rotation).abs().max().item()
+    # All cameras at one point (to rounding of their coordinates): nothing to scale by.
+    tiny = 1e-6 * max(1.0, center.abs().max().item())
+    scale = spread if spread > tiny else 1.0
+    _check_similarity(rotation, scale)
+    norm = PoseNormalization(rotation.to(c2w.dtype), center.to(c2w.dtype), scale)
     return norm.c2w_to_normalized(c2w), norm
+
+
+def _frame_axes(R: torch.Tensor) -> torch.Tensor:
+    """Orthonormal (3,3) frame (columns x, y, z) from camera rotations R (N,3,3), float64.
+
+    Gram-Schmidt over candidates in a fixed order of preference; the first whose part orthogonal
+    to the axes already chosen is at least MIN_AXIS_NORM long wins. The first camera's own axes
+    are unit and mutually orthogonal and the world axes span space, so a candidate always wins.
+    """
+    eye = torch.eye(3, dtype=R.dtype)
+    z = _first_usable([R[:, :, 2].mean(0), R[0, :, 2]], [])
+    y = _first_usable([R[:, :, 1].mean(0), R[0, :, 1], *eye], [z])
+    x = torch.linalg.cross(y, z)
+    return torch.stack([x, y, z], dim=1)
+
+
+def _first_usable(candidates: list[torch.Tensor], chosen: list[torch.Tensor]) -> torch.Tensor:
+    for v in candidates:
+        for a in chosen:
+            v = v - (v @ a) * a
+        n = v.norm()
+        if n >= MIN_AXIS_NORM:
+            return v / n
+    raise AssertionError("unreachable: the world axes always leave one usable direction")
+
+
+def _check_similarity(rotation: torch.Tensor, scale: float) -> None:
+    """The normalisation must be a proper similarity: rotation orthonormal with det +1, scale > 0."""
+    err = (rotation.T @ rotation - torch.eye(3, dtype=rotation.dtype)).abs().max().item()
+    det = torch.linalg.det(rotation).item()
+    if not (err < 1e-9 and abs(det - 1.0) < 1e-9 and math.isfinite(scale) and scale > 0):
+        raise AssertionError(f"normalize_poses built an improper similarity (|R^T R - I| = {err:.3g}, det = {det:.6g}, scale = {scale})")
 
 
 def normalize_times(times: torch.Tensor, span: tuple[float, float]) -> torch.Tensor:

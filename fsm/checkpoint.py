@@ -2,11 +2,13 @@
 
     {"format": "fsm-view-checkpoint", "version": 2,
      "config": FSMConfig.to_dict(), "stream": StreamConfig.to_dict(),
-     "state_dict": {...}, "metadata": {...}}
+     "state_dict": {...}, "metadata": {...}, **extra}
 
 "config" is the architecture (the weights must match it); "stream" the run settings the
 weights were trained with (chunking, elastic consolidation), the defaults for streaming them.
 Version 1 files kept both in "config"; read_checkpoint converts them (upgrade_version_1).
+A training checkpoint (train/lib.py) is the same file with extra entries (optimizer, RNG
+states, step, flags), which load_checkpoint ignores.
 
 Saving is atomic (write a temp file in the same folder, fsync, rename), so a crash mid-save
 leaves the previous file intact. Loading refuses a file that does not match, saying what differs.
@@ -46,9 +48,15 @@ def atomic_torch_save(obj, path: str | Path) -> None:
         raise
 
 
-def save_checkpoint(path: str | Path, model: FSM, metadata: dict | None = None, dtype: torch.dtype | None = None) -> None:
+def save_checkpoint(
+    path: str | Path, model: FSM, metadata: dict | None = None, dtype: torch.dtype | None = None, extra: dict | None = None
+) -> None:
     """Write model config + weights (+ metadata). dtype=torch.float16 halves the file; the
-    loader casts floating tensors back to float32."""
+    loader casts floating tensors back to float32. extra: more top-level entries, e.g. a training
+    checkpoint's optimizer and RNG states (tensors and plain types, so weights_only loading works)."""
+    clash = set(extra or {}) & {"format", "version", "config", "stream", "state_dict", "metadata"}
+    if clash:
+        raise ValueError(f"save_checkpoint: extra entries {sorted(clash)} would overwrite the checkpoint's own")
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save(
         {
@@ -58,6 +66,7 @@ def save_checkpoint(path: str | Path, model: FSM, metadata: dict | None = None, 
             "stream": model.stream.to_dict(),
             "state_dict": state,
             "metadata": metadata or {},
+            **(extra or {}),
         },
         path,
     )

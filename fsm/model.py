@@ -26,11 +26,13 @@ from fsm.gaussians import RAW_DIM, Gaussians4D, activate_gaussians
 from fsm.lacet import ElasticConfig, ElasticState, FastWeightLayer, UpdateStats
 from fsm.geohead import GeoGaussianHead, frame_spacing
 from fsm.patches import patchify, unpatchify
-from fsm.planesweep import chunk_groups, plane_sweep_cost
+from fsm.planesweep import NO_COST, chunk_groups, plane_sweep_cost
+from fsm.precision import autocast
 from fsm.splat import render_4dgs
 
 HEADS = ("lvsm", "4dgs")  # decoding heads a config may ask for
 GS_HEADS = ("paper", "geo")  # designs of the 4DGS head
+GS_RANGES = {"paper": (0.01, 100.0), "geo": (0.3, 3000.0)}  # default (near, far) of each
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,14 @@ class FSMConfig:
     muon_steps: int = 5  # Newton-Schulz steps per update; 0 = plain gradient step
     base_lr: float = 0.01  # fast-weight learning rate at zero logit (softplus head bias)
     heads: tuple[str, ...] = ("lvsm",)
-    gs_near: float = 0.01  # 4DGS depth range along each pixel ray (paper Sec. 3.1), scene units
-    gs_far: float = 100.0
+    # 4DGS depth range along each pixel ray, model units; None = the head's own (gs_range)
+    gs_near: float | None = None
+    gs_far: float | None = None
     # 4DGS head design: "paper" regresses all 20 numbers per pixel (Sec. 3.1); "geo" is the
     # geometry-grounded head of fsm/geohead.py (input colour + residual, plane-sweep depth).
     gs_head: str = "paper"
     gs_planes: int = 32  # geo: depth planes of the plane sweep (log-spaced in [gs_near, gs_far])
+    gs_sweep: bool = True  # geo: feed the plane-sweep costs (False: a constant, the ablation without the cue)
     gs_front: int = 1  # geo: a render at time t shows the Gaussians of the frame(s) nearest t ...
     gs_fill: int = 4  # ... over those of the next nearest frames, which fill its holes
 
@@ -64,6 +68,14 @@ class FSMConfig:
             raise ValueError(f"heads must be a non-empty subset of {HEADS}, got {self.heads}")
         if self.gs_head not in GS_HEADS:
             raise ValueError(f"gs_head must be one of {GS_HEADS}, got {self.gs_head!r}")
+
+    @property
+    def gs_range(self) -> tuple[float, float]:
+        """(near, far) of the 4DGS head: the paper's [0.01, 100] for its head; [0.3, 3000] for the
+        geo head, whose log-spaced planes must reach the depths a short or panning camera path
+        gives after pose normalisation (scene depths of hundreds of units, README)."""
+        near, far = GS_RANGES[self.gs_head]
+        return (near if self.gs_near is None else self.gs_near, far if self.gs_far is None else self.gs_far)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -89,13 +101,16 @@ class StreamConfig:
 
     frames_per_chunk: int = 8  # fast-weight chunk, in whole frames (2048 tokens at 128x128)
     elastic: ElasticConfig = field(default_factory=ElasticConfig)
-    max_virtual_views: int = 16  # 4DGS head: fed frames kept (evenly spread) to re-query as virtual views
+    max_virtual_views: int = 16  # paper 4DGS head: fed frames kept (evenly spread) to re-query as virtual views
+    max_kept_frames: int = 512  # geo 4DGS head: fed frames kept (whole chunks, evenly spread) to render from
 
     def __post_init__(self):
         if self.frames_per_chunk < 1:
             raise ValueError(f"frames_per_chunk must be >= 1, got {self.frames_per_chunk}")
         if self.max_virtual_views < 1:
             raise ValueError(f"max_virtual_views must be >= 1, got {self.max_virtual_views}")
+        if self.max_kept_frames < self.frames_per_chunk:
+            raise ValueError(f"max_kept_frames ({self.max_kept_frames}) must hold at least one chunk ({self.frames_per_chunk} frames)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -196,7 +211,7 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, V, T, D = x.shape
         q, k, v = self.qkv(x).reshape(B * V, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)  # (B*V, heads, T, hd)
+        y = F.scaled_dot_product_attention(self.q_norm(q.float()), self.k_norm(k.float()), v)  # (B*V, heads, T, hd); norms in fp32
         return self.out(y.transpose(1, 2).reshape(B, V, T, D))
 
 
@@ -294,14 +309,17 @@ class FSM(nn.Module):
         self.config = config
         self.stream = stream if stream is not None else StreamConfig()  # run defaults; see stream_config
         self.metadata: dict = {}  # training metadata, filled by fsm.load_checkpoint
+        # the blocks' compute dtype: set it with fsm.precision.resolve_dtype (bf16 = autocast);
+        # tokenizer, residual stream, heads and fast-weight state stay fp32 either way
+        self.compute_dtype = torch.float32
         self.tokenizer = Tokenizer(config.dim, config.patch)
         self.blocks = nn.ModuleList(LaCETBlock(config) for _ in range(config.depth))
         if "lvsm" in config.heads:
             self.lvsm_head = LVSMHead(config.dim, config.patch)
         if "4dgs" in config.heads and config.gs_head == "paper":
-            self.gaussian_head = GaussianHead(config.dim, config.patch, config.gs_near, config.gs_far)
+            self.gaussian_head = GaussianHead(config.dim, config.patch, *config.gs_range)
         elif "4dgs" in config.heads:
-            self.gaussian_head = GeoGaussianHead(config.dim, config.patch, config.gs_planes, config.gs_near, config.gs_far)
+            self.gaussian_head = GeoGaussianHead(config.dim, config.patch, config.gs_planes, *config.gs_range)
 
     @staticmethod
     def from_preset(name: str, stream: StreamConfig | None = None, **overrides) -> "FSM":
@@ -329,17 +347,19 @@ class FSM(nn.Module):
         H, W = chunk.images.shape[-2:]
         x = self.tokenizer(chunk, H, W)
         new_states, stats = [], []
-        for blk, state in zip(self.blocks, states):
-            x, state, s = blk.ingest(x, state, elastic, with_stats)
-            new_states.append(state)
-            stats.append(s)
+        with autocast(x.device, self.compute_dtype):
+            for blk, state in zip(self.blocks, states):
+                x, state, s = blk.ingest(x, state, elastic, with_stats)
+                new_states.append(state)
+                stats.append(s)
         return new_states, stats
 
     def query(self, states: list[ElasticState], views: Views, height: int, width: int) -> torch.Tensor:
         """Output tokens (B, V, T, D) of query views; their RGB is used only if views.images is set."""
         x = self.tokenizer(views, height, width)
-        for blk, state in zip(self.blocks, states):
-            x = blk.query(x, state)
+        with autocast(x.device, self.compute_dtype):
+            for blk, state in zip(self.blocks, states):
+                x = blk.query(x, state)
         return x
 
     def render_lvsm(self, states: list[ElasticState], targets: Views, height: int, width: int) -> torch.Tensor:
@@ -349,25 +369,32 @@ class FSM(nn.Module):
         queries = replace(targets, images=None)
         return self.lvsm_head(self.query(states, queries, height, width), height, width)
 
-    def decode_gaussians(self, states: list[ElasticState], virtual_views: Views, groups: list[list[int]] | None = None) -> Gaussians4D:
+    def decode_gaussians(
+        self, states: list[ElasticState], virtual_views: Views, groups: list[list[int]] | None = None, refs: list[int] | None = None
+    ) -> Gaussians4D:
         """Pixel-aligned 4D Gaussians (leading dims (B, V*H*W)) from input views re-queried
         apply-only with the current fast weights (their RGB is kept: they are "virtual views").
 
-        groups: the geo head's plane-sweep neighbourhoods (lists of view indices; default: the
-        views in chunks of the config's frames_per_chunk, as they were ingested)."""
+        Geo head only: groups are the plane-sweep neighbourhoods (lists of view indices; default:
+        chunks of the model's frames_per_chunk, as ingested); refs decodes only those views (in
+        that order), the others serving as plane-sweep sources."""
         if not hasattr(self, "gaussian_head"):
             raise ValueError(f"this model has no 4DGS head (heads: {self.config.heads})")
         H, W = virtual_views.images.shape[-2:]
-        tokens = self.query(states, virtual_views, H, W)
         if self.config.gs_head == "paper":
-            return self.gaussian_head(tokens, virtual_views, H, W)
+            return self.gaussian_head(self.query(states, virtual_views, H, W), virtual_views, H, W)
         v = virtual_views
         groups = groups or chunk_groups(v.num_views, self.stream.frames_per_chunk)
+        refs = list(range(v.num_views)) if refs is None else list(refs)
+        picked = v[refs]
         planes = self.gaussian_head.planes
-        cost = torch.stack([plane_sweep_cost(v.images[b], v.c2w[b], v.fxfycxcy[b], groups, planes) for b in range(v.c2w.shape[0])])
-        gap = frame_spacing(v.times, groups)
-        g, _ = self.gaussian_head(tokens, cost, v.images, v.c2w, v.fxfycxcy, v.times, gap)
-        return g
+        if self.config.gs_sweep:
+            cost = torch.stack([plane_sweep_cost(v.images[b], v.c2w[b], v.fxfycxcy[b], groups, planes, refs) for b in range(v.c2w.shape[0])])
+        else:
+            cost = picked.images.new_full((*picked.images.shape[:2], planes.shape[0], H, W), NO_COST)
+        gap = frame_spacing(v.times, groups)[:, refs]
+        tokens = self.query(states, picked, H, W)
+        return self.gaussian_head(tokens, cost, picked.images, picked.c2w, picked.fxfycxcy, picked.times, gap)[0]
 
     # -- training ----------------------------------------------------------------------------
 

@@ -38,11 +38,13 @@ def _box3(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def plane_sweep_cost(
-    images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor, groups: list[list[int]], depths: torch.Tensor
+    images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor, groups: list[list[int]], depths: torch.Tensor,
+    refs: list[int] | None = None,
 ) -> torch.Tensor:
-    """Photometric cost volume (V,P,H,W) in [0,1]: low = the hypothesis agrees with the sources.
+    """Photometric cost volume (R,P,H,W) in [0,1]: low = the hypothesis agrees with the sources.
 
     groups: lists of view indices; each view's sources are the other views of its group.
+    refs: the reference views to compute (default: all V, in order); the others only serve as sources.
     """
     V, _, H, W = images.shape
     P = depths.shape[0]
@@ -50,11 +52,13 @@ def plane_sweep_cost(
     depths = depths.to(images)
     origins, dirs = pixel_rays(c2w, fxfycxcy, H, W)  # (V,H,W,3) each
     w2c = torch.linalg.inv(c2w)
-    cost = images.new_full((V, P, H, W), NO_COST)
+    refs = list(range(V)) if refs is None else list(refs)
+    row = {i: r for r, i in enumerate(refs)}
+    cost = images.new_full((len(refs), P, H, W), NO_COST)
     for group in groups:
         for i in group:
             src = [j for j in group if j != i]
-            if not src:
+            if not src or i not in row:
                 continue
             points = origins[i] + depths[:, None, None, None] * dirs[i]  # (P,H,W,3) hypotheses
             R, t = w2c[src, :3, :3], w2c[src, :3, 3]  # (S,3,3), (S,3)
@@ -71,7 +75,7 @@ def plane_sweep_cost(
             diff = (warped - images[i][None, :, None]).abs().mean(1)  # (S,P,H,W)
             num = _box3((diff * valid).reshape(-1, 1, H, W)).reshape(len(src), P, H, W).sum(0)
             den = _box3(valid.reshape(-1, 1, H, W)).reshape(len(src), P, H, W).sum(0)
-            cost[i] = torch.where(den > 0, num / den.clamp(min=1e-6), torch.full_like(num, NO_COST))
+            cost[row[i]] = torch.where(den > 0, num / den.clamp(min=1e-6), torch.full_like(num, NO_COST))
     return cost
 
 

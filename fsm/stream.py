@@ -26,7 +26,7 @@ from fsm.cameras import ClipNormalization
 from fsm.gaussians import Gaussians3D, Gaussians4D
 from fsm.lacet import ElasticConfig, ElasticState, UpdateStats
 from fsm.model import FSM, StreamConfig, Views
-from fsm.splat import MARGINAL_CULL, render_4dgs, slice_visible
+from fsm.splat import MARGINAL_CULL, frame_order, render_4dgs, slice_visible
 
 
 @dataclass
@@ -70,6 +70,11 @@ class StreamSession:
         self._virtual: list[Views] = []
         self._virtual_stride = 1
         self._gaussians: Gaussians4D | None = None
+        # geo 4DGS head: whole chunks kept (evenly spread, at most max_kept_frames frames); a
+        # render at time t decodes the kept frames nearest t, cached per frame until the next chunk
+        self._kept: list[Views] = []
+        self._kept_stride = 1
+        self._decoded_frames: dict[tuple[int, int], Gaussians4D] = {}
         with torch.inference_mode():
             self._states = model.init_states(1, self.elastic)
 
@@ -134,9 +139,12 @@ class StreamSession:
         views = self._views(c2w, fxfycxcy, times, images)
         self._states, stats = self.model.ingest(self._states, views, self.elastic, with_stats=True)
         n = images.shape[0]
-        if "4dgs" in self.model.config.heads:
+        if "4dgs" in self.model.config.heads and self._geo:
+            self._keep_chunk(views, index=len(self.history))
+        elif "4dgs" in self.model.config.heads:
             self._remember_virtual_views(views, first_index=self.frames_ingested)
         self._gaussians = None
+        self._decoded_frames = {}
         self.frames_ingested += n
         record = ChunkRecord(
             index=len(self.history),
@@ -166,6 +174,14 @@ class StreamSession:
         views = self._views(c2w, fxfycxcy, times)
         if head == "lvsm":
             image = self.model.render_lvsm(self._states, views, height, width)[0]
+        elif self._geo:  # each view from the kept frames nearest its time (fsm.splat.render_4dgs)
+            cfg, images = self.model.config, []
+            for v in range(views.num_views):
+                t = views.times[0, v].item()
+                g, frame_times = self._nearest_decoded(t, cfg.gs_front + cfg.gs_fill)
+                images.append(render_4dgs(g, t, views.c2w[0, v], views.fxfycxcy[0, v], width, height, cull_below=MARGINAL_CULL,
+                                          clamp=True, frame_times=frame_times, front=cfg.gs_front, fill=cfg.gs_fill))  # fmt: skip
+            image = torch.stack(images)
         else:
             g = self._decoded()  # culled as the 4DGS reference culls, clamped for display
             image = torch.stack([
@@ -182,7 +198,9 @@ class StreamSession:
         Gaussians whose temporal marginal is below `prune_below` or whose opacity cannot reach
         the rasterizer's alpha threshold are dropped (fsm.splat.slice_visible)."""
         t = self.clip_norm.times(torch.tensor([float(time)], dtype=torch.float64)).item()
-        g = slice_visible(self._decoded(), t, prune_below)
+        # the geo head shows the frame(s) nearest t; their fill layer needs two-pass compositing
+        decoded = self._nearest_decoded(t, self.model.config.gs_front)[0] if self._geo else self._decoded()
+        g = slice_visible(decoded, t, prune_below)
         n = self.clip_norm.poses
         return Gaussians3D(n.points_to_world(g.means), n.covariances_to_world(g.covariances), g.rgb, g.opacities)
 
@@ -194,6 +212,39 @@ class StreamSession:
             virtual = Views(*(torch.cat([getattr(v, k) for v in self._virtual], dim=1) for k in ("c2w", "fxfycxcy", "times", "images")))
             self._gaussians = self.model.decode_gaussians(self._states, virtual)[0]
         return self._gaussians
+
+    @property
+    def _geo(self) -> bool:
+        return self.model.config.gs_head == "geo"
+
+    def _keep_chunk(self, views: Views, index: int) -> None:
+        """Keep every `stride`-th chunk whole (its frames are each other's plane-sweep sources);
+        over budget, drop every other kept chunk and double the stride."""
+        if index % self._kept_stride == 0:
+            self._kept.append(views)
+        while sum(c.num_views for c in self._kept) > self.stream.max_kept_frames and len(self._kept) > 1:
+            self._kept = self._kept[::2]
+            self._kept_stride *= 2
+
+    def _nearest_decoded(self, t: float, count: int) -> tuple[Gaussians4D, torch.Tensor]:
+        """The Gaussians of the `count` kept frames nearest normalised time t, frame by frame
+        ((count * pixels,) and their frames' times (count,)), decoding each frame once per chunk."""
+        if not self._kept:
+            raise ValueError("the 4DGS head needs at least one ingested chunk (feed frames first)")
+        frames = [(c, i) for c, chunk in enumerate(self._kept) for i in range(chunk.num_views)]
+        times = torch.stack([self._kept[c].times[0, i] for c, i in frames])
+        picked = [frames[k] for k in frame_order(times, t)[:count].tolist()]
+        for c in {c for c, i in picked}:
+            todo = [i for cc, i in picked if cc == c and (c, i) not in self._decoded_frames]
+            if todo:
+                chunk = self._kept[c]
+                g = self.model.decode_gaussians(self._states, chunk, groups=[list(range(chunk.num_views))], refs=todo)[0]
+                per = g.mean_t.shape[0] // len(todo)
+                for k, i in enumerate(todo):
+                    self._decoded_frames[(c, i)] = g[k * per : (k + 1) * per]
+        parts = [self._decoded_frames[f] for f in picked]
+        g = Gaussians4D(**{k: torch.cat([getattr(p, k) for p in parts]) for k in vars(parts[0])})
+        return g, torch.stack([self._kept[c].times[0, i] for c, i in picked])
 
     def _remember_virtual_views(self, views: Views, first_index: int) -> None:
         """Keep every `stride`-th fed frame; when over budget, drop every other kept frame and

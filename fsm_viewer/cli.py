@@ -12,6 +12,7 @@ import re
 import sys
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 import tyro
 
@@ -35,12 +36,19 @@ class ClipArgs:
     """Camera file to use instead of the one found next to the clip."""
     device: str = "auto"
     """torch device; "auto" = CUDA if present, else CPU."""
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    """Compute precision of the transformer blocks (fsm.precision): auto = bf16 where the device
+    multiplies it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
     frames_per_chunk: int | None = None
     """Frames per fast-weight update (default: the checkpoint's setting)."""
     max_frames: int | None = None
     """Read at most this many frames of the clip."""
     resolution: int = 128
-    """Model input size: frames are resized to cover it and centre-cropped (square)."""
+    """Model input size: the frames' short side; the long side keeps the clip's aspect (a multiple
+    of the patch, so a few pixels may be cropped from its ends)."""
+    no_sfm: tyro.conf.FlagCreatePairsOff[bool] = False
+    """With no camera file next to the clip, refuse instead of estimating cameras by structure
+    from motion (COLMAP; written next to the clip and reused)."""
 
 
 @dataclasses.dataclass
@@ -100,12 +108,14 @@ def resolve_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str, max_frames: int | None, resolution: int, prog: str = "fsm-view"):
+def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str, max_frames: int | None, resolution: int,
+                sfm: bool = True, dtype: str = "auto", prog: str = "fsm-view"):
     """(FSM, Clip): checkpoint and clip, or exit with code 2 and one clear message (before any
     server starts)."""
     from fsm import load_checkpoint
     from fsm.checkpoint import CheckpointError
     from fsm.io import ClipError, load_clip
+    from fsm.precision import resolve_dtype
 
     if ckpt is None:
         ckpt = next((c for c in (DEFAULT_CKPT, PREVIEW_CKPT) if c.is_file()), None)
@@ -116,7 +126,8 @@ def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str
             )
     try:
         model = load_checkpoint(ckpt, device=resolve_device(device))
-    except CheckpointError as e:
+        model.compute_dtype = resolve_dtype(dtype, next(model.parameters()).device)
+    except (CheckpointError, ValueError) as e:
         message = str(e).splitlines()[0]
         if "UnpicklingError" in message:  # torch.load(weights_only=True) refused; not its advice
             message = f"{ckpt}: not a readable fsm-view checkpoint (it stores Python objects, not only tensors and settings)"
@@ -125,9 +136,9 @@ def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str
     if resolution < p or resolution % p:
         fail(f"--resolution {resolution} must be a positive multiple of the model's patch size {p}", prog)
     try:
-        loaded = load_clip(clip, cameras=cameras, max_frames=max_frames, size=resolution)
+        loaded = load_clip(clip, cameras=cameras, max_frames=max_frames, size=resolution, multiple=p, sfm=sfm)
     except (ClipError, ValueError) as e:
-        fail(str(e), prog)
+        fail(getattr(e, "cli", str(e)), prog)
     if len(loaded) == 0:
         fail(f"{clip}: the clip has no frames", prog)
     return model, loaded
@@ -139,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     check_args(args)
     if not 0 <= args.port <= 65535:
         fail(f"--port {args.port} is not a port number (0-65535)")
-    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution)
+    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution, not args.no_sfm, args.dtype)
     from fsm_viewer.app import serve
 
     serve(model, clip, args)

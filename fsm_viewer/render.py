@@ -53,7 +53,7 @@ def run(args: Args) -> int:
     from fsm.stream import StreamSession
     from fsm_viewer.video import render_path_video
 
-    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution, PROG)
+    model, clip = load_inputs(args.clip, args.ckpt, args.cameras, args.device, args.max_frames, args.resolution, not args.no_sfm, args.dtype, PROG)
     if model.metadata.get("notice"):
         print(f"{PROG}: note: {model.metadata['notice']}", file=sys.stderr)
     head = args.head or model.config.heads[0]

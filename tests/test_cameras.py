@@ -130,3 +130,118 @@ def test_look_at_batched_equals_one_camera_at_a_time():
         # each camera sits at its eye and looks at its target (OpenCV: +z forward)
         torch.testing.assert_close(batched[..., :3, 3], eye, atol=1e-12, rtol=0)
         torch.testing.assert_close(batched[..., :3, 2], torch.nn.functional.normalize(target - eye, dim=-1), atol=1e-12, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# normalize_poses on degenerate layouts (issue 13, part 3)
+
+
+def _looking_at(eyes: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """OpenCV c2w (N,4,4) at eyes (N,3) looking at target, world up = -y (built here, independent of look_at)."""
+    z = torch.nn.functional.normalize(target - eyes, dim=-1)
+    x = torch.nn.functional.normalize(torch.cross(z, torch.tensor([0.0, -1.0, 0.0]).expand_as(z), dim=-1), dim=-1)
+    y = torch.cross(z, x, dim=-1)
+    c2w = torch.eye(4).repeat(eyes.shape[0], 1, 1)
+    c2w[:, :3, :3] = torch.stack([x, y, z], -1)
+    c2w[:, :3, 3] = eyes
+    return c2w
+
+
+def _ring(n, elevation_deg, radius=3.0, center=(1.0, -2.0, 5.0)):
+    a = torch.arange(n) * (2 * math.pi / n)
+    e = math.radians(elevation_deg)
+    c = torch.tensor(center)
+    eyes = c + radius * torch.stack([torch.cos(a) * math.cos(e), -math.sin(e) * torch.ones(n), torch.sin(a) * math.cos(e)], -1)
+    return _looking_at(eyes, c.expand(n, 3))
+
+
+def _assert_proper_normalisation(c2w: torch.Tensor):
+    norm_c2w, T = normalize_poses(c2w)
+    n = c2w.shape[0]
+    assert torch.isfinite(norm_c2w).all()
+    R = norm_c2w[:, :3, :3]
+    torch.testing.assert_close(R.transpose(1, 2) @ R, torch.eye(3).expand(n, 3, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.linalg.det(R), torch.ones(n), atol=1e-5, rtol=0)
+    torch.testing.assert_close(T.rotation.T @ T.rotation, torch.eye(3), atol=1e-6, rtol=0)
+    assert T.scale > 0 and math.isfinite(T.scale)
+    # Relative rotations are unchanged (one rotation applied to every camera) ...
+    torch.testing.assert_close(R[:1].transpose(1, 2) @ R, c2w[:1, :3, :3].transpose(1, 2) @ c2w[:, :3, :3], atol=1e-5, rtol=0)
+    # ... and all distances shrink by the one scale; translations end up in [-1, 1].
+    t = norm_c2w[:, :3, 3]
+    torch.testing.assert_close(torch.cdist(t, t) * T.scale, torch.cdist(c2w[:, :3, 3], c2w[:, :3, 3]), atol=1e-4, rtol=1e-5)
+    assert t.abs().max() <= 1.0 + 1e-6
+    torch.testing.assert_close(T.c2w_to_world(norm_c2w), c2w, atol=1e-4, rtol=1e-5)
+    return norm_c2w, T
+
+
+def test_normalize_poses_full_rings_do_not_collapse():
+    """Cameras evenly around an object average to ~no forward direction; the frame must not degenerate."""
+    for elevation in (0.0, 20.0, 60.0, -30.0):
+        ring = _ring(16, elevation)
+        # the layout really is degenerate: the mean forward has no horizontal part (it is zero
+        # at elevation 0, else straight up/down, parallel to the mean down axis)
+        assert ring[:, [0, 2], 2].mean(0).norm() < 1e-5
+        for every in (1, 2, 4):
+            norm_c2w, T = _assert_proper_normalisation(ring[::every])
+            # distinct cameras stay distinct: nearest neighbours keep their true (scaled) spacing
+            t = norm_c2w[:, :3, 3]
+            d = torch.cdist(t, t) + torch.eye(t.shape[0]) * 10
+            assert d.min() * T.scale > 0.5
+            # the frame is a property of the layout, not of rounding noise: jittering every camera
+            # by ~1e-4 rad moves it by about as much
+            jitter = ring[::every].clone()
+            g = torch.Generator().manual_seed(every)
+            small = quaternion_to_matrix(torch.cat([torch.ones(jitter.shape[0], 1), 5e-5 * torch.randn(jitter.shape[0], 3, generator=g)], 1))
+            jitter[:, :3, :3] = jitter[:, :3, :3] @ small
+            _, T_jitter = normalize_poses(jitter)
+            assert (T_jitter.rotation - T.rotation).abs().max() < 1e-2
+
+    # four cameras with exactly representable axes: forward axes sum to exactly zero
+    quarter = torch.tensor([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # 90 degrees about y
+    R = torch.stack([torch.linalg.matrix_power(quarter, k) for k in range(4)])
+    square = torch.eye(4).repeat(4, 1, 1)
+    square[:, :3, :3] = R
+    square[:, :3, 3] = -2.0 * R[:, :, 2]  # 2 units behind the origin along each camera's forward
+    assert square[:, :3, 2].sum(0).abs().max() == 0
+    _assert_proper_normalisation(square)
+
+
+def test_normalize_poses_degenerate_layouts():
+    one = _random_c2w(1)
+    norm_c2w, T = _assert_proper_normalisation(one)
+    torch.testing.assert_close(norm_c2w[0], torch.eye(4), atol=1e-6, rtol=0)  # the camera is the frame
+    assert T.scale == 1.0  # nothing to scale by
+
+    two = _random_c2w(2, seed=3)
+    norm_c2w, _ = _assert_proper_normalisation(two)
+    assert math.isclose(norm_c2w[:, :3, 3].abs().max().item(), 1.0, rel_tol=1e-5)
+
+    # collinear cameras, all looking the same way along their line
+    line = torch.eye(4).repeat(5, 1, 1)
+    line[:, :3, 3] = torch.linspace(0, 4, 5)[:, None] * torch.tensor([0.0, 0.0, 1.0])
+    _assert_proper_normalisation(line)
+    # collinear, looking in opposite directions (forward axes cancel exactly)
+    opposite = line.clone()
+    opposite[1::2, :3, :3] = torch.diag(torch.tensor([-1.0, 1.0, -1.0]))
+    assert opposite[:4, :3, 2].mean(0).norm() == 0
+    _assert_proper_normalisation(opposite[:4])
+
+    # all cameras at one point, turning around (a panorama): only the rotation is defined
+    pano = _ring(8, 0.0)
+    pano[:, :3, 3] = torch.tensor([3.0, 1.0, -2.0])
+    norm_c2w, T = _assert_proper_normalisation(pano)
+    assert T.scale == 1.0 and norm_c2w[:, :3, 3].abs().max() < 1e-5
+
+    # down axes that cancel too: cameras rolled 0 and 180 degrees, looking the opposite ways
+    rolled = torch.eye(4).repeat(2, 1, 1)
+    rolled[1, :3, :3] = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
+    rolled[1, :3, 3] = torch.tensor([0.0, 0.0, 2.0])
+    _assert_proper_normalisation(rolled)
+
+
+def test_normalize_poses_keeps_the_mean_camera_frame_for_ordinary_clips():
+    """A forward-facing clip: the normalised frame's z is the mean viewing direction (unchanged behaviour)."""
+    c2w = _looking_at(torch.randn(6, 3, generator=torch.Generator().manual_seed(2)) * 0.3, torch.tensor([0.0, 0.0, 10.0]).expand(6, 3))
+    _, T = normalize_poses(c2w)
+    mean_z = torch.nn.functional.normalize(c2w[:, :3, 2].mean(0), dim=0)
+    torch.testing.assert_close(T.rotation[:, 2], mean_z, atol=1e-6, rtol=0)

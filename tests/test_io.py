@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import SHARED_DATA
 from fsm.cameras import project_points
@@ -204,8 +205,8 @@ def blob_centroid(img: torch.Tensor) -> torch.Tensor:
     return torch.stack([(w * u).sum(), (w * v).sum()]) / w.sum()
 
 
-@pytest.mark.parametrize("size", [(32, 32), (24, 40), 20])
-def test_projection_after_resize_and_crop(tmp_path, size):
+@pytest.mark.parametrize("size, out_hw", [((32, 32), (32, 32)), ((24, 40), (24, 40)), (16, (16, 24)), (20, (20, 32))])
+def test_projection_after_resize_and_crop(tmp_path, size, out_hw):
     # A Gaussian blob drawn where a 3D point projects in a 96x64 image; after cover-resize + crop
     # the point projected through the returned cameras must sit on the blob.
     H, W = 64, 96
@@ -219,8 +220,8 @@ def test_projection_after_resize_and_crop(tmp_path, size):
     files = write_images(tmp_path / "frames", blob)
     cams = Cameras(c2w=c2w[None], fxfycxcy=K[None], times=cams.times, height=H, width=W)
     cam_file = write_cameras(tmp_path / "opencv_cameras.json", cams, "lact", image_files=[f"frames/{files[0].name}"])
-    clip = load_clip(cam_file, size=size)
-    h, w = (size, size) if isinstance(size, int) else size
+    clip = load_clip(cam_file, size=size)  # an int is the short side; the long side a multiple of 8
+    h, w = out_hw
     assert clip.frames.shape == (1, 3, h, w)
     uv, _ = project_points(point, clip.c2w[0], clip.fxfycxcy[0])
     scale = max(h / H, w / W)
@@ -321,3 +322,129 @@ def test_other_container_and_codec(tmp_path):
     write_cameras(tmp_path / "v.json", random_cameras(7, 48, 64), "fsm-view", fps=30.0, video="v.webm")
     with pytest.raises(ClipError, match=r"v\.webm: video ended after 5 frames but frame 6"):
         load_clip(tmp_path / "v.webm")
+
+
+# ----------------------------------------------------------------------------------------------
+# More camera layouts (issue 13, part 2)
+
+
+@pytest.mark.parametrize("key", ["K", "intrinsic_matrix"])
+def test_nerfstudio_intrinsics_as_a_matrix(tmp_path, key):
+    cams = random_cameras(3, 24, 32)
+    path = write_in_format(tmp_path, "nerfstudio", smooth_frames(3, 24, 32), cams, 30.0)
+    data = json.loads(path.read_text())
+    for f in data["frames"]:
+        fx, fy, cx, cy = (f.pop(k) for k in ("fl_x", "fl_y", "cx", "cy"))
+        f[key] = [[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]
+    path.write_text(json.dumps(data))
+    clip = load_clip(path)
+    torch.testing.assert_close(clip.fxfycxcy, cams.fxfycxcy)
+    torch.testing.assert_close(clip.c2w, cams.c2w, atol=1e-6, rtol=0)
+
+
+def square_pixel_centred(n, h, w):
+    """Cameras as LLFF states them: one focal length, principal point at the image centre."""
+    cams = random_cameras(n, h, w)
+    cams.fxfycxcy[:] = torch.tensor([0.9 * w, 0.9 * w, w / 2, h / 2])
+    return cams
+
+
+def test_llff_poses_bounds(tmp_path):
+    n, h, w = 4, 24, 32
+    cams = square_pixel_centred(n, h, w)
+    c2w = cams.c2w.double().numpy()
+    # LLFF's 3x5 [down, right, back | position | h w f], written here from the OpenCV axes
+    m = np.concatenate([c2w[:, :3, 1:2], c2w[:, :3, 0:1], -c2w[:, :3, 2:3], c2w[:, :3, 3:4],
+                        np.tile([[h], [w], [0.9 * w]], (n, 1, 1))], 2)
+    np.save(tmp_path / "poses_bounds.npy", np.concatenate([m.reshape(n, 15), np.tile([0.5, 9.0], (n, 1))], 1))
+    frames = smooth_frames(n, h, w)
+    write_images(tmp_path / "images", frames, pattern="IMG_{}.png")  # natural order: IMG_2 before IMG_10
+    write_images(tmp_path / "images_2", torch.nn.functional.avg_pool2d(frames, 2))
+    clip = load_clip(tmp_path)  # the project folder: poses_bounds.npy inside, images/ first
+    assert clip.source["camera_format"] == "llff" and clip.frames.shape == (n, 3, h, w)
+    torch.testing.assert_close(clip.c2w, cams.c2w, atol=1e-6, rtol=0)
+    torch.testing.assert_close(clip.fxfycxcy, cams.fxfycxcy)
+    half = load_clip(tmp_path / "images_2")  # a downsampled folder: intrinsics scaled to it
+    assert half.frames.shape == (n, 3, h // 2, w // 2)
+    torch.testing.assert_close(half.fxfycxcy, cams.fxfycxcy / 2)
+    torch.testing.assert_close(half.c2w, cams.c2w, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_colmap_sparse_model(tmp_path, binary):
+    pycolmap = pytest.importorskip("pycolmap")
+    n, h, w = 3, 24, 32
+    cams = random_cameras(n, h, w)
+    rec = pycolmap.Reconstruction()
+    names = [f"frame_{i}.png" for i in (10, 2, 1)]  # model order differs from natural name order
+    order = np.argsort([10, 2, 1])  # -> frames 1, 2, 10
+    for cam_id, i in enumerate(range(n), start=1):
+        fx, fy, cx, cy = cams.fxfycxcy[i].double().tolist()
+        rec.add_camera_with_trivial_rig(pycolmap.Camera.create_from_model_name(cam_id, "PINHOLE", fx, w, h))
+        rec.cameras[cam_id].params = [fx, fy, cx, cy]
+        w2c = np.linalg.inv(cams.c2w[i].double().numpy())
+        rec.add_image_with_trivial_frame(pycolmap.Image(name=names[i], camera_id=cam_id, image_id=i + 1), pycolmap.Rigid3d(w2c[:3]))
+    (tmp_path / "sparse" / "0").mkdir(parents=True)
+    (rec.write_binary if binary else rec.write_text)(tmp_path / "sparse" / "0")
+    frames = smooth_frames(n, h, w)
+    (tmp_path / "images").mkdir()
+    for i in range(n):
+        write_images(tmp_path / "images", frames[i : i + 1], pattern=names[i])
+    clip = load_clip(tmp_path)  # project folder with images/ beside sparse/
+    assert clip.source["camera_format"] == "colmap"
+    torch.testing.assert_close(clip.c2w, cams.c2w[order], atol=1e-5, rtol=0)
+    torch.testing.assert_close(clip.fxfycxcy, cams.fxfycxcy[order])
+    torch.testing.assert_close(clip.frames, frames[order], atol=2 / 255, rtol=0)
+    for other in (tmp_path / "sparse" / "0", tmp_path / "images"):  # the model itself, or the images folder
+        torch.testing.assert_close(load_clip(other).c2w, clip.c2w)
+
+
+def test_mixed_sizes_of_one_aspect(tmp_path):
+    """Frames of different sizes but one aspect ratio: each is resized, its intrinsics scaled."""
+    cams = random_cameras(3, 48, 64)
+    frames = smooth_frames(3, 48, 64)
+    files = write_images(tmp_path / "images", frames)
+    Image.fromarray((frames[1].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).resize((128, 96), Image.BICUBIC).save(files[1])
+    Image.fromarray((frames[2].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).resize((32, 24), Image.BOX).save(files[2])
+    # the camera file states each frame at the size it was taken: 64x48, 128x96, 32x24
+    per_frame = write_cameras(tmp_path / "transforms.json", cams, "nerfstudio", image_files=[f"images/{f.name}" for f in files])
+    data = json.loads(per_frame.read_text())
+    for i, (f, s) in enumerate(zip(data["frames"], (1, 2, 0.5))):
+        f.update(w=64 * s, h=48 * s, **dict(zip(("fl_x", "fl_y", "cx", "cy"), (cams.fxfycxcy[i] * s).tolist())))
+    per_frame.write_text(json.dumps(data))
+    clip = load_clip(per_frame)  # default size: the first frame's, 64x48
+    assert clip.frames.shape == (3, 3, 48, 64)
+    torch.testing.assert_close(clip.fxfycxcy, cams.fxfycxcy, rtol=1e-5, atol=1e-4)
+    assert psnr(clip.frames[1], frames[1]) > 30 and psnr(clip.frames[2], frames[2]) > 25
+    small = load_clip(per_frame, size=24)  # short side 24 -> 24x32 for every frame
+    assert small.frames.shape == (3, 3, 24, 32)
+    torch.testing.assert_close(small.fxfycxcy, cams.fxfycxcy / 2, rtol=1e-5, atol=1e-4)
+
+
+def test_non_square_clip_streams_and_renders(tmp_path):
+    """A 64x48 clip at size=16 keeps its aspect (16x24 after a sliver of crop), streams through the
+    model chunk by chunk and renders at its own and at other non-square sizes; a path export too."""
+    from fsm.model import FSM
+    from fsm.stream import StreamSession
+    from fsm_viewer.paths import CameraPath, Keyframe, render_path_video
+
+    cams = random_cameras(4, 48, 64)
+    write_clip(tmp_path / "wide.mp4", smooth_frames(4, 48, 64), cams, fps=30.0)
+    clip = load_clip(tmp_path / "wide.mp4", size=16)
+    assert clip.frames.shape == (4, 3, 16, 24) and (clip.cameras.height, clip.cameras.width) == (16, 24)
+    torch.manual_seed(0)
+    model = FSM.from_preset("tiny", heads=("lvsm", "4dgs")).eval()
+    session = StreamSession.for_clip(model, clip, stream=model.stream_config(frames_per_chunk=2))
+    session.feed(clip.frames, clip.c2w, clip.fxfycxcy, clip.times)
+    assert session.frames_ingested == 4 and session.image_size == (16, 24)
+    for h, w in ((16, 24), (24, 16), (8, 32)):
+        K = torch.tensor([w * 0.9, w * 0.9, w / 2, h / 2])
+        for head in ("lvsm", "4dgs"):
+            image = session.render(clip.c2w[1], K, float(clip.times[1]), h, w, head=head)
+            assert image.shape == (3, h, w) and torch.isfinite(image).all()
+    keys = [Keyframe(c2w=clip.c2w[i].numpy(), time=float(clip.times[i]), fov=1.0) for i in (0, 3)]
+    path = CameraPath(keyframes=keys, fps=10.0, duration=0.3, height=16, aspect=1.5)
+    n = render_path_video(lambda c, k, t, h, w: session.render(c, k, t, h, w), path, tmp_path / "path.mp4")
+    with av.open(str(tmp_path / "path.mp4")) as c:
+        s = c.streams.video[0]
+        assert (s.codec_context.width, s.codec_context.height) == (24, 16) and n >= 1

@@ -204,7 +204,7 @@ def test_mixed_image_sizes(tmp_path):
     Image.new("RGB", (10, 8)).save(folder / "0.png")
     Image.new("RGB", (10, 8)).save(folder / "1.png")
     Image.new("RGB", (12, 8)).save(folder / "2.png")
-    raises(lambda: load_clip(folder), "2.png", "12x8", "10x8", "mixed image sizes")
+    raises(lambda: load_clip(folder), "2.png", "12x8", "10x8", "different aspect ratios")
 
 
 def test_corrupt_image(tmp_path):
@@ -250,3 +250,148 @@ def test_write_clip_refuses_inconsistent_input(tmp_path):
     odd = random_cameras(2, 47, 64)
     raises(lambda: write_clip(tmp_path / "c.mp4", torch.zeros(2, 3, 47, 64), odd, 30.0), "c.mp4", "even")
     assert not (tmp_path / "a.json").exists()  # nothing half-written
+
+
+# ----------------------------------------------------------------------------------------------
+# Arguments, duplicates, times, encodings (issue 13, part 4)
+
+
+@pytest.mark.parametrize("size", [0, -8, (0, 16), (16, -1), (16, 16, 3)])
+def test_size_not_positive(clip_dir, size):
+    raises(lambda: load_clip(clip_dir / "walk.mp4", size=size), "walk.mp4", "size must be")
+
+
+def test_stride_zero_names_the_file(clip_dir):
+    raises(lambda: load_clip(clip_dir / "walk.mp4", stride=0), "walk.mp4", "stride", ">= 1")
+    raises(lambda: load_clip(clip_dir / "walk.mp4", max_frames=0), "walk.mp4", "max_frames", ">= 1")
+
+
+@pytest.mark.parametrize("data", [
+    {"camera_model": "OPENCV", "fl_x": 10, "frames": []},  # nerfstudio with no frames
+    {"scene_name": "s", "video_path": "s.mp4", "frames": []},  # stereo4d
+    [],  # LaCT list
+])
+def test_empty_frames_list(tmp_path, data):
+    path = tmp_path / "cams.json"
+    path.write_text(json.dumps(data))
+    raises(lambda: load_clip(path), "cams.json", "is empty (zero cameras)")
+
+
+def test_duplicate_frames(clip_dir, tmp_path):
+    # two poses for one image
+    files = write_images(tmp_path / "images", smooth_frames(3, 8, 10))
+    rel = [str(f.relative_to(tmp_path)) for f in files]
+    rel[2] = rel[1]
+    write_cameras(tmp_path / "opencv_cameras.json", random_cameras(3, 8, 10), "lact", image_files=rel)
+    raises(lambda: load_clip(tmp_path / "opencv_cameras.json"), "opencv_cameras.json", "00001.png", "duplicate")
+    # one video frame listed twice
+    data = json.loads((clip_dir / "walk.json").read_text())
+    data["frames"][3]["index"] = 2
+    (clip_dir / "walk.json").write_text(json.dumps(data))
+    raises(lambda: load_clip(clip_dir / "walk.mp4"), "walk.json", "frame 2 is listed twice")
+
+
+@pytest.mark.parametrize("times", [[0.0, 0.1, 0.1], [0.0, 0.2, 0.1]])
+def test_times_repeat_or_go_backwards(tmp_path, times):
+    path = own_cameras(tmp_path, **{f"f{i}": (lambda f, t=t: f.update(time=t)) for i, t in enumerate(times)})
+    raises(lambda: load_clip(path), "cams.json", "timestamps must increase", "camera 2")
+
+
+def test_json_with_byte_order_mark_is_accepted(clip_dir):
+    side = clip_dir / "walk.json"
+    side.write_bytes(b"\xef\xbb\xbf" + side.read_bytes())
+    clip = load_clip(clip_dir / "walk.mp4")
+    assert len(clip) == 6
+
+
+def test_gif_clip_loads_as_a_video(tmp_path):
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    frames = [Image.new("RGB", (20, 16), c) for c in colours]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    write_cameras(tmp_path / "anim.json", random_cameras(3, 16, 20), "fsm-view", fps=10.0, video="anim.gif")
+    clip = load_clip(tmp_path / "anim.gif")
+    torch.testing.assert_close(clip.frames.mean((2, 3)), torch.tensor(colours, dtype=torch.float32) / 255, atol=0.03, rtol=0)
+    assert load_clip(tmp_path / "anim.json").frames.shape == (3, 3, 16, 20)  # the camera file finds the .gif too
+
+
+def test_file_path_without_suffix(tmp_path):
+    files = write_images(tmp_path / "images", smooth_frames(2, 8, 10))
+    rel = [str(f.relative_to(tmp_path).with_suffix("")) for f in files]  # "images/00000"
+    write_cameras(tmp_path / "opencv_cameras.json", random_cameras(2, 8, 10), "lact", image_files=rel)
+    assert load_clip(tmp_path / "opencv_cameras.json").frames.shape == (2, 3, 8, 10)
+    rel[1] = "images/gone"
+    write_cameras(tmp_path / "opencv_cameras.json", random_cameras(2, 8, 10), "lact", image_files=rel)
+    raises(lambda: load_clip(tmp_path / "opencv_cameras.json"), "gone", "not found", "no suffix")
+
+
+def square_pixel_cameras(n, h, w):
+    cams = random_cameras(n, h, w)
+    cams.fxfycxcy[:, 1] = cams.fxfycxcy[:, 0]
+    return cams
+
+
+def test_realestate10k_intrinsics_for_another_aspect_warn(tmp_path):
+    frames = smooth_frames(3, 48, 64)
+    write_video(tmp_path / "clip.mp4", frames, 30.0)
+    write_cameras(tmp_path / "clip.txt", square_pixel_cameras(3, 36, 64), "realestate10k")  # 16:9 intrinsics
+    with pytest.warns(UserWarning, match=r"clip.txt.*1\.778:1.*64x48"):
+        load_clip(tmp_path / "clip.mp4")
+    write_cameras(tmp_path / "clip.txt", square_pixel_cameras(3, 48, 64), "realestate10k")  # matching aspect
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_clip(tmp_path / "clip.mp4")
+
+
+def test_cli_wording_names_the_flag(clip_dir):
+    (clip_dir / "walk.json").unlink()
+    with pytest.raises(ClipError) as info:
+        load_clip(clip_dir / "walk.mp4")
+    assert "cameras=PATH" in str(info.value) and "--cameras PATH" in info.value.cli
+
+
+@pytest.mark.parametrize("model", ["OPENCV_FISHEYE", "EQUIRECTANGULAR", "FISHEYE624"])
+def test_nerfstudio_camera_model_not_pinhole_is_refused(tmp_path, model):
+    files = write_images(tmp_path / "images", smooth_frames(2, 8, 10))
+    write_cameras(tmp_path / "transforms.json", random_cameras(2, 8, 10), "nerfstudio",
+                  image_files=[str(f.relative_to(tmp_path)) for f in files])
+    data = json.loads((tmp_path / "transforms.json").read_text())
+    data["camera_model"] = model
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    raises(lambda: load_clip(tmp_path / "transforms.json"), "transforms.json", repr(model), "cannot use")
+
+
+def test_nerfstudio_bad_intrinsic_matrix(tmp_path):
+    files = write_images(tmp_path / "images", smooth_frames(1, 8, 10))
+    write_cameras(tmp_path / "transforms.json", random_cameras(1, 8, 10), "nerfstudio", image_files=[str(files[0].relative_to(tmp_path))])
+    data = json.loads((tmp_path / "transforms.json").read_text())
+    for k in ("fl_x", "fl_y", "cx", "cy"):
+        data.pop(k, None)
+    data["frames"][0]["K"] = [[5.0, 0.0, 4.0], [0.0, 5.0, 4.0]]
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    raises(lambda: load_clip(tmp_path / "transforms.json"), "transforms.json", "intrinsic matrix")
+
+
+def test_llff_bad_array_and_counts(tmp_path):
+    np.save(tmp_path / "poses_bounds.npy", np.zeros((3, 15)))
+    raises(lambda: load_clip(tmp_path / "poses_bounds.npy"), "poses_bounds.npy", "(N, 17)", "(3, 15)")
+    a = np.zeros((3, 17))
+    a[:, [1, 5, 12]] = 1.0  # a rigid [down, right, back] rotation
+    a[:, 4], a[:, 9], a[:, 14] = 8, 10, 9  # h, w, focal
+    np.save(tmp_path / "poses_bounds.npy", a)
+    write_images(tmp_path / "images", smooth_frames(2, 8, 10))
+    raises(lambda: load_clip(tmp_path), "poses_bounds.npy", "3 poses", "2 images")
+
+
+def test_colmap_fisheye_refused(tmp_path):
+    pycolmap = pytest.importorskip("pycolmap")
+    rec = pycolmap.Reconstruction()
+    rec.add_camera_with_trivial_rig(pycolmap.Camera.create_from_model_name(1, "OPENCV_FISHEYE", 10.0, 10, 8))
+    rec.add_image_with_trivial_frame(pycolmap.Image(name="a.png", camera_id=1, image_id=1), pycolmap.Rigid3d())
+    (tmp_path / "sparse" / "0").mkdir(parents=True)
+    rec.write_text(tmp_path / "sparse" / "0")
+    write_images(tmp_path / "images", smooth_frames(1, 8, 10), pattern="a.png")
+    raises(lambda: load_clip(tmp_path), "sparse/0", "OPENCV_FISHEYE", "cannot use")
+    (tmp_path / "sparse" / "0" / "images.txt").write_text("garbage\n")
+    with pytest.raises(ClipError, match="sparse/0"):
+        load_clip(tmp_path)

@@ -36,18 +36,29 @@ def _weights(batch=2, dtype=torch.float64, seed=0):
 
 
 @pytest.mark.parametrize("per_token_lr", [False, True])
-def test_closed_form_update_equals_autograd(per_token_lr):
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, dict(rtol=1e-10, atol=1e-12)), (torch.float32, dict(rtol=1e-5, atol=1e-5))])
+def test_closed_form_update_equals_autograd(per_token_lr, dtype, tol):
     g = torch.Generator().manual_seed(1)
-    w = {n: x.requires_grad_() for n, x in _weights().items()}
-    k = torch.randn(2, N, D, generator=g, dtype=torch.float64)
-    v = torch.randn(2, N, D, generator=g, dtype=torch.float64)
-    lr = torch.rand(2, N, 3, generator=g, dtype=torch.float64) if per_token_lr else torch.ones(2, N, 3, dtype=torch.float64)
+    w = {n: x.requires_grad_() for n, x in _weights(dtype=dtype).items()}
+    k = torch.randn(2, N, D, generator=g, dtype=dtype)
+    v = torch.randn(2, N, D, generator=g, dtype=dtype)
+    lr = torch.rand(2, N, 3, generator=g, dtype=dtype) if per_token_lr else torch.ones(2, N, 3, dtype=dtype)
     # the fast-weight loss, token i weighted by its learning rate for each matrix: sum_i lr_i * (-f(k_i)^T v_i)
     descent = swiglu_descent({n: x.detach() for n, x in w.items()}, k, v, lr)
     per_token = -(swiglu_apply(w, k) * v).sum(-1)  # (B, N)
     for m, name in enumerate(lacet.MATRICES):
         (grad,) = torch.autograd.grad((lr[..., m] * per_token).sum(), w[name], retain_graph=True)
-        torch.testing.assert_close(descent[name], -grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(descent[name], -grad, **tol)
+
+
+def test_silu_grad_and_its_derivatives():
+    """The fused dy * silu'(x) against autograd's own silu derivative, then gradcheck (first and
+    second order) of its hand-written backward, in float64."""
+    g = torch.Generator().manual_seed(4)
+    dy, x = (torch.randn(3, 5, 7, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    (ref,) = torch.autograd.grad(torch.nn.functional.silu(x), x, dy, create_graph=True)
+    torch.testing.assert_close(lacet.silu_grad(dy, x), ref, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lacet.silu_grad, (dy, x))
 
 
 def test_newton_schulz_orthogonalises():

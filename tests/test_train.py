@@ -18,18 +18,18 @@ import fsm
 from fsm.checkpoint import read_checkpoint
 from fsm.data.samples import HELDOUT_SCENES, heldout_views
 from fsm.metrics import psnr
-from train import ablate, eval as evaluate, export_checkpoint, finetune, pretrain
-from train.common import DataConfig, state_digest
+from train import ablate, eval as evaluate, export_checkpoint, finetune, lib
+from train.lib import DataConfig, state_digest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = DataConfig(resolution=32, input_views=4, target_views=2, window=8)
-REAL_LOSS = pretrain.photometric_loss
+DATA = DataConfig(height=32, width=32, num_input=4, num_target=2, window=8)
+REAL_LOSS = lib.photometric_loss
 
 
-def tiny(out: Path, **kw) -> pretrain.TrainConfig:
-    base = dict(out=out, model=pretrain.ModelOptions(preset="tiny"), data=DATA, batch_size=1, steps=4, lr=1e-3,
+def tiny(out: Path, **kw) -> lib.TrainConfig:
+    base = dict(out=out, model=lib.ModelOptions(preset="tiny"), data=DATA, batch_size=1, steps=4, lr=1e-3,
                 warmup=2, lpips_start=2, eval_scenes=0, ckpt_every=0, log_every=1, device="cpu")  # fmt: skip
-    return pretrain.TrainConfig(**{**base, **kw})
+    return lib.TrainConfig(**{**base, **kw})
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -48,7 +48,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def smoke_ckpt(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("smoke")
-    pretrain.main(tiny(out, steps=3))
+    lib.pretrain(tiny(out, steps=3))
     return out / "ckpt.pt"
 
 
@@ -88,20 +88,20 @@ def test_eval_plain_lact_baseline(tmp_path, smoke_ckpt):
     c2w, K = make_path(scene, "orbit").c2w(t).float(), make_path(scene, "orbit").fxfycxcy(9, 32, 32).float()
     write_clip(tmp_path / "c.mp4", render(scene, c2w, K, t, 32, 32), Cameras(c2w, K, t.double(), 32, 32), 8.0)
     cfg = evaluate.EvalConfig(ckpt=smoke_ckpt, out=tmp_path / "eval", data=DATA, scenes=0, clip=(tmp_path / "c.mp4",),
-                              clip_size=32, holdout_every=3, strips=0, device="cpu", plain_lact=True)  # fmt: skip
+                              clip_size=32, holdout_every=3, strips=0, device="cpu", dtype="fp32", plain_lact=True)  # fmt: skip
     rows = {r["method"]: r for r in evaluate.main(cfg)["rows"]}
     assert set(rows) == {"lvsm", "lvsm (plain LaCT)", "nearest-input"}
     model = fsm.load_checkpoint(smoke_ckpt)
-    inputs, targets, clip_norm = evaluate.split_clip(load_clip(tmp_path / "c.mp4", size=32), 3)
-    pred, _ = evaluate.stream_and_render(model, inputs, targets, clip_norm, model.stream_config(elastic=fsm.ElasticConfig.plain_lact()))
+    inputs, targets, clip_norm = lib.split_clip(load_clip(tmp_path / "c.mp4", size=32), 3)
+    pred, _ = lib.stream_and_render(model, inputs, targets, clip_norm, model.stream_config(elastic=fsm.ElasticConfig.plain_lact()))
     expected = psnr(pred.clamp(0, 1), targets.images[0]).mean().item()
     assert rows["lvsm (plain LaCT)"]["psnr"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_both_heads_train_and_evaluate(tmp_path):
     """--model.heads lvsm 4dgs: both losses are trained and the checkpoint renders with both."""
-    data = DataConfig(resolution=16, input_views=2, target_views=1, window=4)
-    pretrain.main(tiny(tmp_path, data=data, steps=2, lpips_start=10, model=pretrain.ModelOptions(preset="tiny", heads=("lvsm", "4dgs"))))
+    data = DataConfig(height=16, width=16, num_input=2, num_target=1, window=4)
+    lib.pretrain(tiny(tmp_path, data=data, steps=2, lpips_start=10, model=lib.ModelOptions(preset="tiny", heads=("lvsm", "4dgs"))))
     lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["lvsm_mse"]) and math.isfinite(r["4dgs_mse"]) for r in lines)
     model = fsm.load_checkpoint(tmp_path / "ckpt.pt", expect_heads=("lvsm", "4dgs"))
@@ -111,12 +111,12 @@ def test_both_heads_train_and_evaluate(tmp_path):
 
 
 def test_kill_and_resume_is_bit_exact(tmp_path, monkeypatch):
-    pretrain.main(tiny(tmp_path / "straight", steps=6))
+    lib.pretrain(tiny(tmp_path / "straight", steps=6))
     straight = weights(tmp_path / "straight" / "ckpt.pt")
 
     # the second run crashes during step 5, after the checkpoint of step 3
     calls = {"n": 0}
-    real_loss = pretrain.photometric_loss
+    real_loss = lib.photometric_loss
 
     def crashing_loss(*args):
         calls["n"] += 1
@@ -124,14 +124,14 @@ def test_kill_and_resume_is_bit_exact(tmp_path, monkeypatch):
             raise RuntimeError("simulated crash")
         return real_loss(*args)
 
-    monkeypatch.setattr(pretrain, "photometric_loss", crashing_loss)
+    monkeypatch.setattr(lib, "photometric_loss", crashing_loss)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        pretrain.main(tiny(tmp_path / "split", steps=6, ckpt_every=3))
-    monkeypatch.setattr(pretrain, "photometric_loss", real_loss)
+        lib.pretrain(tiny(tmp_path / "split", steps=6, ckpt_every=3))
+    monkeypatch.setattr(lib, "photometric_loss", real_loss)
     ckpt = tmp_path / "split" / "ckpt.pt"
     assert read_checkpoint(ckpt)["step"] == 3
 
-    summary = pretrain.main(tiny(tmp_path / "split", steps=6, resume=ckpt))
+    summary = lib.pretrain(tiny(tmp_path / "split", steps=6, resume=ckpt))
     assert summary["steps"] == 6
     resumed = weights(ckpt)
     assert resumed.keys() == straight.keys()
@@ -152,7 +152,7 @@ def test_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(OSError, match="simulated"):
-        pretrain.main(tiny(tmp_path, steps=6, ckpt_every=2))
+        lib.pretrain(tiny(tmp_path, steps=6, ckpt_every=2))
     monkeypatch.setattr(torch, "save", real_save)
     assert fsm.load_checkpoint(tmp_path / "ckpt.pt").metadata["steps"] == 2
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
@@ -169,29 +169,29 @@ def signalling_loss(monkeypatch, at_call: int, signals: int = 1):
                 os.kill(os.getpid(), signal.SIGTERM)
         return real_loss(*args)
 
-    monkeypatch.setattr(pretrain, "photometric_loss", loss)
+    monkeypatch.setattr(lib, "photometric_loss", loss)
 
 
 def test_sigterm_finishes_the_step_and_checkpoints_a_second_one_aborts(tmp_path, monkeypatch):
     handler = signal.getsignal(signal.SIGTERM)
     signalling_loss(monkeypatch, at_call=2)
-    summary = pretrain.main(tiny(tmp_path / "once", steps=6))
+    summary = lib.pretrain(tiny(tmp_path / "once", steps=6))
     assert summary["stopped_by_signal"] and not summary["finished"] and summary["steps"] == 2
     assert fsm.load_checkpoint(tmp_path / "once" / "ckpt.pt").metadata["steps"] == 2
     assert signal.getsignal(signal.SIGTERM) is handler  # restored on the way out
 
     signalling_loss(monkeypatch, at_call=2, signals=2)
     with pytest.raises(KeyboardInterrupt, match="second SIGTERM"):
-        pretrain.main(tiny(tmp_path / "twice", steps=6))
+        lib.pretrain(tiny(tmp_path / "twice", steps=6))
     assert signal.getsignal(signal.SIGTERM) is handler
 
 
 def test_loss_goes_down_when_overfitting_one_sample(tmp_path, monkeypatch):
-    from train.common import make_source, training_batch
+    from train.lib import make_source, training_batch
 
     fixed = training_batch(make_source(DATA), 1, seed=7)
-    monkeypatch.setattr(pretrain, "training_batch", lambda source, batch, seed: fixed)
-    pretrain.main(tiny(tmp_path, steps=100, warmup=10, lr=2e-3, lpips_weight=0.0))
+    monkeypatch.setattr(lib, "training_batch", lambda source, batch, seed: fixed)
+    lib.pretrain(tiny(tmp_path, steps=100, warmup=10, lr=2e-3, lpips_weight=0.0))
     mse = [json.loads(s)["mse"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     first, last = sum(mse[:5]) / 5, sum(mse[-5:]) / 5
     assert last < 0.5 * first, (first, last)
@@ -200,7 +200,7 @@ def test_loss_goes_down_when_overfitting_one_sample(tmp_path, monkeypatch):
 def test_ddp_two_gloo_processes_end_with_identical_weights(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
            str(REPO / "train" / "pretrain.py"), "--model.preset", "tiny", "--device", "cpu", "--steps", "3",
-           "--batch-size", "1", "--data.resolution", "32", "--data.input-views", "4", "--data.target-views", "2",
+           "--batch-size", "1", "--data.height", "32", "--data.width", "32", "--data.num-input", "4", "--data.num-target", "2",
            "--data.window", "8", "--warmup", "1", "--lpips-start", "100", "--eval-scenes", "0", "--out", str(tmp_path)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -226,9 +226,9 @@ def test_eval_end_to_end_on_synthetic_and_a_clip(tmp_path, smoke_ckpt):
                               clip_size=32, holdout_every=3, strips=2, device="cpu")  # fmt: skip
     result = evaluate.main(cfg)
     rows = {(r["set"], r["method"]): r for r in result["rows"]}
-    assert set(rows) == {(s, m) for s in ("synthetic-sparse", "synthetic-continuous", "clip-clip") for m in ("lvsm", "nearest-input")}
+    assert set(rows) == {(s, m) for s in ("synthetic-sparse", "synthetic-continuous", "synthetic-novel", "clip-clip") for m in ("lvsm", "nearest-input")}
     fpc = fsm.load_checkpoint(smoke_ckpt).stream.frames_per_chunk
-    assert rows[("synthetic-sparse", "lvsm")]["chunks"] == [math.ceil(DATA.input_views / fpc)]
+    assert rows[("synthetic-sparse", "lvsm")]["chunks"] == [math.ceil(DATA.num_input / fpc)]
     # 12 frames, every 3rd from frame 1 held out: targets 1, 4, 7, 10, the other 8 frames are inputs
     assert rows[("clip-clip", "lvsm")]["views"] == 4
     assert rows[("clip-clip", "lvsm")]["chunks"] == [math.ceil(8 / fpc)]
@@ -308,3 +308,29 @@ def test_finetune_excludes_heldout_frames_and_writes_a_loadable_checkpoint(tmp_p
     assert model.metadata["finetuned"]["steps"] == 6
     assert not torch.equal(model.lvsm_head.proj.weight, fsm.load_checkpoint(smoke_ckpt).lvsm_head.proj.weight)
     assert {r["method"] for r in report["after"]} == {"lvsm", "nearest-input"}
+
+
+def test_depth_loss_is_mean_absolute_log_ratio_with_the_sky_at_far():
+    depth = torch.tensor([[[[2.0, 1.0], [10.0, 100.0]]]])
+    truth = torch.tensor([[[[1.0, 1.0], [20.0, float("inf")]]]])
+    expected = (math.log(2.0) + 0.0 + math.log(2.0) + math.log(1000.0 / 100.0)) / 4
+    assert abs(lib.depth_loss(depth, truth, far=1000.0).item() - expected) < 1e-6
+
+
+def test_geo_head_trains_on_true_depth_and_eval_reports_oracle_and_depth_error(tmp_path):
+    cfg = tiny(tmp_path, steps=3, model=lib.ModelOptions(preset="tiny", heads=("lvsm", "4dgs"), gs_head="geo"), lpips_start=100)
+    lib.pretrain(cfg)
+    logged = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["depth_logl1"]) and r["depth_logl1"] > 0 for r in logged if "loss" in r)
+    model = fsm.load_checkpoint(tmp_path / "ckpt.pt")
+    assert model.config.gs_head == "geo"
+    pairs = lib.synthetic_pairs(replace(DATA, num_input=6, num_target=3), "novel", 1)
+    rows = {r["method"]: r for r in lib.evaluate_pairs(model, pairs)[0]}
+    assert set(rows) == {"lvsm", "4dgs", lib.ORACLE, "nearest-input"}
+    assert rows["4dgs"]["abs_rel"] > 0 and rows[lib.ORACLE]["abs_rel"] == 0.0
+    # the depth error, recomputed from the model's Gaussians by hand
+    inputs, targets, _, depth = pairs[0]
+    with torch.no_grad():
+        pred = model(inputs, targets, heads=("depth",))["depth"]
+    finite = torch.isfinite(depth)
+    assert abs(((pred - depth).abs() / depth)[finite].mean().item() - rows["4dgs"]["abs_rel"]) < 1e-5

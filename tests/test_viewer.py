@@ -224,6 +224,15 @@ def test_load_inputs_reads_clip_at_resolution(files):
     assert clip.frames.shape == (6, 3, 32, 32) and model.config.preset == "tiny"
 
 
+@pytest.mark.parametrize("dtype, expected", [("fp32", torch.float32), ("bf16", torch.bfloat16), ("auto", None)])
+def test_load_inputs_sets_compute_dtype(files, dtype, expected):
+    from fsm.precision import cpu_has_bf16
+
+    video, ckpt = files
+    model, _ = load_inputs(video, ckpt, None, "cpu", None, 32, dtype=dtype)
+    assert model.compute_dtype == (expected or (torch.bfloat16 if cpu_has_bf16() else torch.float32))
+
+
 @pytest.mark.parametrize("case", ["missing_clip", "bad_clip", "bad_ckpt", "no_default_ckpt", "bad_resolution"])
 def test_bad_input_exits_2_with_one_message(case, files, tmp_path, capsys, monkeypatch):
     video, ckpt = files

@@ -1,1 +1,2 @@
-"""Training, evaluation, ablation and fine-tuning scripts (run as `python train/<script>.py`)."""
+"""Training, evaluation, ablation and fine-tuning: scripts (`python train/<script>.py`) over one
+library, train/lib.py."""

@@ -1,9 +1,9 @@
 """The paper's ablation (Table 1) and test-time scaling curve (Fig. 5) at a scale that fits.
 
     python train/ablate.py --preset small --steps 2000 --out runs/ablate          # one GPU, ~hours
-    python train/ablate.py --preset tiny --steps 20 --data.resolution 32 ...      # a smoke run
+    python train/ablate.py --preset tiny --steps 20 --data.height 32 --data.width 32 ...  # a smoke run
 
-Every variant trains with the same seed, steps and data (train/pretrain.py's loop), then is
+Every variant trains with the same seed, steps and data (train.lib.pretrain, train/pretrain.py's loop), then is
 evaluated on the same held-out synthetic scenes:
 
     lact-1chunk         LaCT, all inputs in one fast-weight update
@@ -25,16 +25,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
 import tyro
 
 from fsm.checkpoint import load_checkpoint
-from fsm.lacet import AnchorPolicy, Estimator
-from train.common import DataConfig, ElasticOptions, pick_device
-from train.eval import evaluate_pairs, synthetic_pairs
-from train.pretrain import ModelOptions, TrainConfig
-from train.pretrain import main as pretrain
+from fsm.lacet import AnchorPolicy, ElasticConfig, Estimator
+from train.lib import DataConfig, ElasticOptions, ModelOptions, TrainConfig, evaluate_pairs, pick_device, pretrain, synthetic_pairs
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,7 @@ class AblateConfig:
     """Output folder."""
     preset: Literal["tiny", "small", "base"] = "small"
     """Model preset for every variant (the paper uses a 12-layer model)."""
-    data: DataConfig = field(default_factory=lambda: DataConfig(resolution=64, input_views=16, target_views=16, window=64))
+    data: DataConfig = field(default_factory=lambda: DataConfig(num_input=16, num_target=16, window=64, height=64, width=64))
     """Training samples (same for every variant); input views must divide into 4 chunks."""
     variants: tuple[str, ...] = tuple(VARIANTS)
     """Which variants to run (names above)."""
@@ -101,20 +98,26 @@ def eval_chunking(variant: Variant, trained_fpc: int, num_inputs: int) -> int:
     return num_inputs if variant.chunks == 1 else trained_fpc
 
 
+def heldout_config(cfg: AblateConfig, num_input: int) -> DataConfig:
+    """The held-out views: `num_input` inputs, --eval-targets targets at the training size. The
+    held-out set draws its own windows; `window` is widened only so that the config stays valid."""
+    return replace(cfg.data, num_input=num_input, num_target=cfg.eval_targets, window=max(cfg.data.window, num_input + cfg.eval_targets))
+
+
 def main(cfg: AblateConfig) -> dict:
     unknown = set(cfg.variants) - set(VARIANTS)
     if not cfg.variants or unknown:
         unknown_part = f"; unknown: {sorted(unknown)}" if unknown else ""
         raise ValueError(f"--variants must name one or more of {list(VARIANTS)}{unknown_part}")
-    if cfg.data.input_views % 4:
-        raise ValueError(f"--data.input-views {cfg.data.input_views} must be divisible by 4 (4-chunk variants)")
+    if cfg.data.num_input % 4:
+        raise ValueError(f"--data.num-input {cfg.data.num_input} must be divisible by 4 (4-chunk variants)")
     device = pick_device(cfg.device)
-    heldout = replace(cfg.data, target_views=cfg.eval_targets)
     results = {}
     for name in cfg.variants:
         v = VARIANTS[name]
-        fpc = cfg.data.input_views // v.chunks
-        elastic = ElasticOptions(plain_lact=not v.elastic, estimator=v.estimator, anchor=v.anchor, lam=cfg.lam, alpha=cfg.alpha, beta=cfg.beta)
+        fpc = cfg.data.num_input // v.chunks
+        settings = ElasticConfig(lam=cfg.lam, alpha=cfg.alpha, beta=cfg.beta, estimator=v.estimator, anchor=v.anchor)
+        elastic = ElasticOptions(plain_lact=not v.elastic, settings=settings)
         train_cfg = TrainConfig(
             out=cfg.out / name, model=ModelOptions(preset=cfg.preset, frames_per_chunk=fpc), data=cfg.data, elastic=elastic,
             batch_size=cfg.batch_size, steps=cfg.steps, max_minutes=cfg.max_minutes_per_variant, lr=cfg.lr, warmup=cfg.warmup,
@@ -124,13 +127,13 @@ def main(cfg: AblateConfig) -> dict:
         model = load_checkpoint(cfg.out / name / "ckpt.pt", device=device)
         table = {}
         for regime in ("sparse", "continuous"):
-            rows, _ = evaluate_pairs(model, synthetic_pairs(heldout, regime, cfg.eval_scenes), eval_chunking(v, fpc, heldout.input_views))
+            rows, _ = evaluate_pairs(model, synthetic_pairs(heldout_config(cfg, cfg.data.num_input), regime, cfg.eval_scenes), eval_chunking(v, fpc, cfg.data.num_input))
             table[regime] = {m: rows[0][m] for m in ("psnr", "ssim", "lpips")}
         curve = {}
         for regime in ("sparse", "continuous"):
             curve[regime] = []
             for n in cfg.curve_inputs:
-                rows, _ = evaluate_pairs(model, synthetic_pairs(replace(heldout, input_views=n), regime, cfg.eval_scenes), eval_chunking(v, fpc, n))
+                rows, _ = evaluate_pairs(model, synthetic_pairs(heldout_config(cfg, n), regime, cfg.eval_scenes), eval_chunking(v, fpc, n))
                 curve[regime].append({"inputs": n, "chunks": rows[0]["chunks"], **{m: rows[0][m] for m in ("psnr", "ssim", "lpips")}})
         results[name] = {"variant": asdict(v), "frames_per_chunk": fpc, "steps": summary["steps"], "train_mse_ema": summary["train_mse_ema"], "heldout": table, "curve": curve}
         print(f"{name}: steps {summary['steps']}, train L2 EMA {summary['train_mse_ema']:.5f}, sparse PSNR {table['sparse']['psnr']:.2f}")
@@ -156,7 +159,7 @@ def markdown(cfg: AblateConfig, results: dict) -> str:
     lines = [
         "# Ablation (paper Table 1 / Fig. 5 at small scale)",
         "",
-        f"Preset {cfg.preset}, {d.resolution}x{d.resolution}, {d.input_views} inputs + {d.target_views} targets from a "
+        f"Preset {cfg.preset}, {d.height}x{d.width}, {d.num_input} inputs + {d.num_target} targets from a "
         f"{d.window}-frame window, batch {cfg.batch_size}, {cfg.steps} steps, seed {cfg.seed}; held-out: {cfg.eval_scenes} "
         f"synthetic scenes per regime, {cfg.eval_targets} targets each. Train L2 is the EMA (alpha 0.1) of the training MSE.",
         "",

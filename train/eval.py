@@ -4,39 +4,34 @@
     python train/eval.py --ckpt assets/fsm_small.pt --clip /path/to/clip.mp4 --holdout-every 4
 
 Two kinds of held-out views:
-  * the synthetic held-out set (fixed seeds, never trained on), in two regimes: "sparse"
-    (inputs spread over a long window) and "continuous" (a contiguous run of frames with the
-    targets masked inside it, which reduces to frame interpolation; paper Fig. 5);
+  * the synthetic held-out set (fixed seeds, never trained on), in three regimes: "sparse"
+    (inputs spread over a long window), "continuous" (a contiguous run of frames with the
+    targets masked inside it, which reduces to frame interpolation; paper Fig. 5) and "novel"
+    (cameras 0.5-1.5 m off the trajectory at input times: what only a 4D model can answer);
+    with a 4DGS head also its depth error on the inputs and the true-depth oracle;
   * each --clip: every k-th frame is a target, the others are inputs.
 Inputs are streamed through fsm.StreamSession, so the chunk count is the one the viewer uses.
 The "nearest-input" baseline answers every target with the input frame closest in time.
 
-Writes OUT/eval.md, OUT/eval.json and OUT/strips/*.png (prediction | nearest input | truth).
+Writes OUT/eval.md, OUT/eval.json and OUT/strips/*.png (predictions | oracle | nearest input | truth).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
-import imageio.v3 as iio
-import torch
 import tyro
 
-from fsm.cameras import ClipNormalization
 from fsm.checkpoint import load_checkpoint
-from fsm.lacet import ElasticConfig
-from fsm.metrics import lpips, psnr, ssim
-from fsm.model import FSM, StreamConfig, Views
-from fsm.stream import StreamSession
-from train.common import DataConfig, heldout_batches, pick_device
-
-RENDER_GROUP = 8  # target views rendered per call (bounds activation memory)
+from fsm.data.samples import SampleConfig
+from fsm.precision import DtypeChoice, resolve_dtype
+from train.lib import ORACLE, evaluate_pairs, markdown_table, pick_device, split_clip, synthetic_pairs, write_strips
 
 
 @dataclass
@@ -45,11 +40,12 @@ class EvalConfig:
     """Checkpoint to evaluate (any file fsm.load_checkpoint opens)."""
     out: Path = Path("runs/eval")
     """Output folder for eval.md, eval.json and strips/."""
-    data: DataConfig = field(default_factory=lambda: DataConfig(input_views=32, target_views=8))
-    """Held-out synthetic set: resolution, views per scene, window (source is always synthetic)."""
+    data: SampleConfig = field(default_factory=lambda: SampleConfig(num_input=32, num_target=8, window=128))
+    """Held-out synthetic set: --data.height/width, views per scene (--data.num-input/num-target);
+    the set draws its own windows and scenes, so the other fields only have to be valid."""
     scenes: int = 8
     """Held-out synthetic scenes per regime (0 = skip the synthetic set)."""
-    regimes: tuple[str, ...] = ("sparse", "continuous")
+    regimes: tuple[Literal["sparse", "continuous", "novel"], ...] = ("sparse", "continuous", "novel")
     """Held-out regimes to evaluate."""
     clip: tuple[Path, ...] = ()
     """Real clips to evaluate on (video, image folder or camera file; see fsm.io.load_clip)."""
@@ -71,100 +67,9 @@ class EvalConfig:
     """Side-by-side PNGs written per evaluated set."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Rendering held-out views the way the viewer does
-
-
-@torch.no_grad()
-def stream_and_render(
-    model: FSM, inputs: Views, targets: Views, clip_norm: ClipNormalization | None = None, stream: StreamConfig | None = None, head: str = "lvsm"
-) -> tuple[torch.Tensor, int]:
-    """Stream one clip's inputs (batch of one) through a StreamSession, render its targets.
-
-    inputs/targets hold clip-frame cameras and times; clip_norm maps them into the model's frame
-    (default: identity, they are already normalised with times in [-1, 1]). stream: the run
-    settings (default: the model's). Returns (renders (Vt,3,H,W) on the CPU, chunks ingested).
-    """
-    session = StreamSession(model, clip_norm, stream)
-    session.feed(inputs.images[0], inputs.c2w[0], inputs.fxfycxcy[0], inputs.times[0].double())
-    session.flush()
-    H, W = inputs.images.shape[-2:]
-    renders = []
-    for s in range(0, targets.num_views, RENDER_GROUP):
-        g = slice(s, s + RENDER_GROUP)
-        out = session.render(targets.c2w[0, g], targets.fxfycxcy[0, g], targets.times[0, g].double(), H, W, head=head)
-        renders.append(out.float().cpu())
-    return torch.cat(renders), len(session.history)
-
-
-def nearest_input(inputs: Views, targets: Views) -> torch.Tensor:
-    """Baseline: each target answered by the input frame nearest in time. -> (Vt,3,H,W)."""
-    gap = (targets.times[0][:, None] - inputs.times[0][None, :]).abs()  # (Vt, Vi)
-    return inputs.images[0][gap.argmin(1)].float().cpu()
-
-
-def image_metrics(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, list[float]]:
-    """Per-image PSNR / SSIM / LPIPS of (N,3,H,W) images in [0,1]."""
-    pred, truth = pred.clamp(0, 1).float(), truth.float().to(pred.device)
-    return {"psnr": psnr(pred, truth).tolist(), "ssim": ssim(pred, truth).tolist(), "lpips": lpips(pred, truth).tolist()}
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else float("nan")
-
-
-def evaluate_pairs(
-    model: FSM,
-    pairs: list[tuple[Views, Views, ClipNormalization]],
-    frames_per_chunk: int | None = None,
-    heads: tuple[str, ...] | None = None,
-    plain_lact: bool = False,
-) -> tuple[list[dict], dict[str, list[torch.Tensor]]]:
-    """Metrics of every head and of the nearest-input baseline over (inputs, targets, clip_norm).
-    plain_lact: also each head with the same weights streamed as plain LaCT (lambda = 0).
-
-    Returns (one row per method: name, psnr, ssim, lpips means, chunks, views, scenes;
-    images per method for strips: renders of the first pair, plus "truth").
-    """
-    heads = heads or model.config.heads
-    stream = model.stream_config(frames_per_chunk=frames_per_chunk)
-    lact = model.stream_config(stream, elastic=ElasticConfig.plain_lact())
-    methods = [*heads, *(f"{h} (plain LaCT)" for h in heads if plain_lact), "nearest-input"]
-    per = {name: {"psnr": [], "ssim": [], "lpips": []} for name in methods}
-    chunks: set[int] = set()
-    shown: dict[str, torch.Tensor] = {}
-    for k, (inputs, targets, clip_norm) in enumerate(pairs):
-        truth = targets.images[0].float().cpu()
-        preds = {"nearest-input": nearest_input(inputs, targets)}
-        for head in heads:
-            preds[head], n = stream_and_render(model, inputs, targets, clip_norm, stream, head)
-            chunks.add(n)
-            if plain_lact:
-                preds[f"{head} (plain LaCT)"], _ = stream_and_render(model, inputs, targets, clip_norm, lact, head)
-        for name, pred in preds.items():
-            for m, v in image_metrics(pred, truth).items():
-                per[name][m] += v
-        if k == 0:
-            shown = {**preds, "truth": truth}
-    rows = [
-        {
-            "method": name,
-            **{m: _mean(v) for m, v in values.items()},
-            "chunks": sorted(chunks) if name != "nearest-input" else [],
-            "views": len(values["psnr"]),
-            "scenes": len(pairs),
-        }
-        for name, values in per.items()
-    ]
-    return rows, shown
-
-
-def synthetic_pairs(data: DataConfig, regime: str, scenes: int) -> list[tuple[Views, Views, ClipNormalization]]:
-    """Held-out scenes: their views are already in the model's frame (identity ClipNormalization)."""
-    return [(i, t, ClipNormalization()) for i, t in heldout_batches(data, regime, scenes)]
+    dtype: DtypeChoice = "auto"
+    """Compute precision of the transformer blocks (fsm.precision): auto = bf16 where the device
+    multiplies it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
 
 
 def load_eval_clip(cfg: EvalConfig, path: Path):
@@ -173,55 +78,10 @@ def load_eval_clip(cfg: EvalConfig, path: Path):
     return load_clip(path, cameras=cfg.cameras, max_frames=cfg.clip_max_frames, stride=cfg.clip_stride, size=cfg.clip_size)
 
 
-def split_clip(clip, holdout_every: int) -> tuple[Views, Views, ClipNormalization]:
-    """(inputs, every k-th frame as targets, the clip's normalisation) in the clip's own frame
-    and seconds. The normalisation is the viewer's: derived from the whole clip, targets included.
-    """
-    held = holdout_mask(len(clip), holdout_every)
-    times = clip.times.to(torch.float64)
-    views = lambda m: Views(clip.c2w[m][None], clip.fxfycxcy[m][None], times[m][None], clip.frames[m][None])
-    return views(~held), views(held), ClipNormalization.for_clip(clip.c2w, times)
-
-
-def holdout_mask(n: int, every: int) -> torch.Tensor:
-    """Boolean (n,): frames k//2, k//2 + k, ... are held out (first and last frames stay inputs)."""
-    if every < 2:
-        raise ValueError(f"--holdout-every must be >= 2, got {every}")
-    held = torch.arange(n) % every == every // 2
-    held[-1] = False
-    if held.all() or not held.any():
-        raise ValueError(f"a clip of {n} frames has no inputs or no targets with --holdout-every {every}")
-    return held
-
-
-# ----------------------------------------------------------------------------------------------
-# Reporting
-
-
-def write_strips(folder: Path, name: str, shown: dict[str, torch.Tensor], count: int, heads) -> list[str]:
-    """PNG per target: [head renders | nearest input | ground truth] side by side."""
-    folder.mkdir(parents=True, exist_ok=True)
-    order = [*heads, "nearest-input", "truth"]
-    paths = []
-    for v in range(min(count, shown["truth"].shape[0])):
-        row = torch.cat([shown[k][v] for k in order], dim=-1)  # (3, H, len(order) * W)
-        path = folder / f"{name}_{v}.png"
-        iio.imwrite(path, (row.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
-        paths.append(str(path))
-    return paths
-
-
-def markdown_table(rows: list[dict], first: tuple[str, ...] = ("set", "method")) -> str:
-    cols = [*first, "psnr", "ssim", "lpips", "chunks", "views"]
-    fmt = lambda k, v: f"{v:.3f}" if k in ("psnr",) else f"{v:.4f}" if isinstance(v, float) else ", ".join(map(str, v)) if isinstance(v, list) else str(v)
-    lines = ["| " + " | ".join(c.upper() if c in ("psnr", "ssim", "lpips") else c for c in cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(c, r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def main(cfg: EvalConfig) -> dict:
     device = pick_device(cfg.device)
     model = load_checkpoint(cfg.ckpt, device=device)
+    model.compute_dtype = resolve_dtype(cfg.dtype, device)
     heads = model.config.heads
     fpc = model.stream_config(frames_per_chunk=cfg.frames_per_chunk).frames_per_chunk
     rows, strips = [], []
@@ -244,11 +104,13 @@ def main(cfg: EvalConfig) -> dict:
         f"# Evaluation of `{cfg.ckpt}`",
         "",
         f"Preset {model.config.preset}, heads {', '.join(heads)}, {fpc} frames per fast-weight chunk "
-        "(`chunks` = chunks the stream ingested). `nearest-input` = the input frame nearest in time.",
+        "(`chunks` = chunks the stream ingested). `nearest-input` = the input frame nearest in time; "
+        f"`{ORACLE}` = the geo 4DGS head's rules at the engine's exact depth (a ceiling for the depth); "
+        "`abs_rel` = the 4DGS head's mean relative depth error on non-sky input pixels.",
         "",
         markdown_table(rows),
         "",
-        f"Strips in `strips/`: {' | '.join([*heads, 'nearest input', 'ground truth'])}.",
+        f"Strips in `strips/`: {' | '.join([*heads, *(['oracle'] if '4dgs' in heads else []), 'nearest input', 'ground truth'])}.",
     ]
     (cfg.out / "eval.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -11,11 +11,8 @@ The optimizer and RNG states of the training checkpoint are dropped (they are on
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 import tyro

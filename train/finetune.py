@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
 import torch
 import tyro
@@ -30,10 +30,21 @@ from tqdm import tqdm
 
 from fsm.cameras import ClipNormalization
 from fsm.checkpoint import load_checkpoint, save_checkpoint
+from fsm.io import load_clip
 from fsm.model import Views
-from train.common import pick_device, seed_everything, views_to
-from train.eval import EvalConfig, evaluate_pairs, load_eval_clip, markdown_table, split_clip, write_strips
-from train.pretrain import learning_rate, make_optimizer, photometric_loss
+from fsm.precision import DtypeChoice, resolve_dtype
+from train.lib import (
+    evaluate_pairs,
+    learning_rate,
+    make_optimizer,
+    markdown_table,
+    photometric_loss,
+    pick_device,
+    seed_everything,
+    split_clip,
+    views_to,
+    write_strips,
+)
 
 
 @dataclass
@@ -76,8 +87,9 @@ class FinetuneConfig:
     """Seeds the choice of training frames."""
     device: str = "auto"
     """auto | cpu | cuda."""
-    bf16: bool = True
-    """bf16 autocast on CUDA."""
+    dtype: DtypeChoice = "auto"
+    """Compute precision of the transformer blocks (fsm.precision): auto = bf16 where the device
+    multiplies it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
     strips: int = 4
     """Side-by-side PNGs of held-out frames after fine-tuning."""
 
@@ -110,16 +122,14 @@ def main(cfg: FinetuneConfig) -> dict:
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
     model = load_checkpoint(cfg.ckpt, device=device)
+    model.compute_dtype = resolve_dtype(cfg.dtype, device)
     heads = model.config.heads
-    eval_cfg = EvalConfig(ckpt=cfg.ckpt, clip=(cfg.clip,), cameras=cfg.cameras, holdout_every=cfg.holdout_every,
-                          clip_size=cfg.size, clip_max_frames=cfg.max_frames, clip_stride=cfg.stride)  # fmt: skip
-    clip = load_eval_clip(eval_cfg, cfg.clip)
+    clip = load_clip(cfg.clip, cameras=cfg.cameras, max_frames=cfg.max_frames, stride=cfg.stride, size=cfg.size)
     train_frames, held, clip_norm = split_clip(clip, cfg.holdout_every)
     before, _ = evaluate_pairs(model, [(train_frames, held, clip_norm)], heads=heads)
 
     model.train()
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
     gen = torch.Generator().manual_seed(cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)
     skipped = 0
@@ -131,8 +141,7 @@ def main(cfg: FinetuneConfig) -> dict:
             lr = learning_rate(step, cfg.lr, cfg.warmup, cfg.steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with autocast:
-                pred = model(inputs, targets)  # {head: (B, Vt, 3, H, W)}
+            pred = model(inputs, targets)  # {head: (B, Vt, 3, H, W)}
             loss, parts = photometric_loss(pred, targets.images, cfg.lpips_weight)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()

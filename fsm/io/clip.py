@@ -8,7 +8,19 @@ import torch
 
 
 class ClipError(ValueError):
-    """A clip or camera file cannot be used. The message names the file and the problem."""
+    """A clip or camera file cannot be used. The message names the file and the problem.
+
+    `cli` is the same message in command-line terms (`--cameras PATH` where str() says
+    `cameras=PATH`); the command-line tools print it.
+    """
+
+    def __init__(self, message: str, cli: str | None = None):
+        super().__init__(message)
+        self.cli = cli or message
+
+
+class CamerasNotFound(ClipError):
+    """No camera file was given or found for a video / image folder (estimate_cameras can make one)."""
 
 
 @dataclass

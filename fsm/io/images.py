@@ -24,6 +24,18 @@ def natural_key(path: Path) -> tuple:
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
 
 
+def image_with_suffix(file: Path) -> Path:
+    """A listed image, trying the usual suffixes when the name has none (Blender/NeRF-synthetic
+    files write 'train/r_0' for 'train/r_0.png'). Returns the path unchanged when nothing fits,
+    so the caller's 'not found' names what the file listed."""
+    if file.is_file() or file.suffix.lower() in IMAGE_SUFFIXES:
+        return file
+    for s in IMAGE_SUFFIXES:
+        if file.with_name(file.name + s).is_file():
+            return file.with_name(file.name + s)
+    return file
+
+
 def list_images(folder: Path) -> list[Path]:
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
@@ -70,11 +82,27 @@ def check_same_size(files: list[Path]) -> tuple[int, int]:
     return sizes[0]
 
 
-def read_images(files: list[Path], crop: CoverCrop | None = None) -> torch.Tensor:
-    """Images (same size, see check_same_size) -> (N,3,H,W) float32, cover-cropped if `crop`."""
-    h, w = (crop.dst_h, crop.dst_w) if crop else image_size(files[0])
+def check_one_aspect(files: list[Path], tol: float) -> np.ndarray:
+    """Sizes (N,2) of images that may differ in size but not in aspect ratio (relative `tol`)."""
+    sizes = np.array([image_size(f) for f in files])
+    aspect = sizes[:, 1] / sizes[:, 0]
+    bad = np.abs(aspect / aspect[0] - 1) > tol
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ClipError(
+            f"{files[i]}: image is {sizes[i, 1]}x{sizes[i, 0]} but {files[0].name} is {sizes[0, 1]}x{sizes[0, 0]} "
+            "(different aspect ratios; a clip needs one aspect ratio, sizes may differ)"
+        )
+    return sizes
+
+
+def read_images(files: list[Path], crop: CoverCrop | list[CoverCrop] | None = None) -> torch.Tensor:
+    """Images -> (N,3,H,W) float32: all of one size, or each cover-cropped by its own `crop[i]` (or
+    the one `crop`) to a common size."""
+    crops = crop if isinstance(crop, list) else [crop] * len(files)
+    h, w = (crops[0].dst_h, crops[0].dst_w) if crops[0] else image_size(files[0])
     out = torch.empty(len(files), 3, h, w)
     for i, f in enumerate(files):
         img = read_image(f)
-        out[i] = crop.images(img).clamp_(0, 1) if crop else img  # resampling may overshoot by rounding
+        out[i] = crops[i].images(img).clamp_(0, 1) if crops[i] else img  # resampling may overshoot by rounding
     return out

@@ -10,21 +10,24 @@ Everything is checked before a Clip is returned; any problem is one ClipError.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fsm.cameras import CoverCrop
-from fsm.io.clip import Cameras, Clip, ClipError
-from fsm.io.formats import CAMERA_SUFFIXES, CameraFile, read_cameras
+from fsm.io.clip import Cameras, CamerasNotFound, Clip, ClipError
+from fsm.io.formats import CAMERA_SUFFIXES, CameraFile, colmap, llff, read_cameras
 from fsm.io.formats.base import read_json
-from fsm.io.images import check_same_size, list_images, read_images
+from fsm.io.images import IMAGE_SUFFIXES, check_one_aspect, list_images, read_images
+from fsm.io.sfm import estimate_cameras, sfm_cameras_path
 from fsm.io.video import probe_video, read_video_frames
 
 # Known camera file names inside / next to a clip, tried after the same-stem sidecars.
 KNOWN_CAMERA_NAMES = ("transforms.json", "opencv_cameras.json", "cameras.json")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".gif")  # FFmpeg decodes GIF as a video
 DEFAULT_FPS = 30.0  # for image folders whose camera file states no frame rate
 ASPECT_TOL = 0.02  # relative; a camera file for a different aspect ratio is a different camera
 
@@ -36,37 +39,61 @@ def load_clip(
     stride: int = 1,
     size: int | tuple[int, int] | None = None,
     fps: float | None = None,
+    multiple: int = 8,
+    sfm: bool = False,
+    sfm_frames: int = 64,
 ) -> Clip:
     """Load frames + one camera per frame.
 
     cameras: camera file to use instead of the discovered sidecar.
     stride, max_frames: take every `stride`-th camera, at most `max_frames` of them.
-    size: int or (H, W): resize to cover and crop the centre, intrinsics adjusted.
+    size: (H, W): resize to cover and crop the centre, intrinsics adjusted. An int is the short
+          side: the long side keeps the frames' aspect, rounded to a multiple of `multiple` (the
+          model's patch), so at most multiple/2 pixels are cropped from each end of it.
+          Default: the first frame's size (image folders may mix sizes of one aspect ratio;
+          every frame is resized to it).
     fps: frame rate for times the camera file does not state (default: the video's rate,
          or 30 for images).
+    sfm: when no camera file is found for a video / image folder, estimate one with
+         fsm.io.estimate_cameras (up to max_frames or sfm_frames frames; written next to the
+         clip and reused next time) instead of failing.
     Returns frames (N,3,H,W) float32 in [0,1], OpenCV c2w, intrinsics in pixels of the frames,
     times in seconds. Clip.fps is the rate of the returned frames (source rate / stride).
     """
     path = Path(path)
-    if stride < 1 or (max_frames is not None and max_frames < 1):
-        raise ValueError(f"stride and max_frames must be >= 1, got {stride}, {max_frames}")
+    if not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ClipError(f"{path}: stride must be a whole number >= 1, got {stride!r}")
+    if max_frames is not None and (not isinstance(max_frames, (int, np.integer)) or max_frames < 1):
+        raise ClipError(f"{path}: max_frames must be a whole number >= 1, got {max_frames!r}",
+                        cli=f"{path}: --max-frames must be a whole number >= 1, got {max_frames!r}")
+    sizes = (size,) if isinstance(size, (int, np.integer)) else tuple(size) if size is not None else ()
+    if len(sizes) not in (0, 1, 2) or not all(isinstance(s, (int, np.integer)) and s > 0 for s in sizes):
+        raise ClipError(f"{path}: size must be a positive int or (height, width) of positive ints, got {size!r}",
+                        cli=f"{path}: --resolution must be a positive whole number, got {size!r}")
     if not path.exists():
         raise ClipError(f"{path}: file not found")
 
     # 1. Where are the frames and the cameras?
     video, images = None, None
-    if path.is_dir():
-        cam_path = Path(cameras) if cameras else _find_cameras(path, _folder_candidates(path))
+    if colmap.is_model(path):  # a COLMAP sparse folder given as the clip: it lists the images
+        if cameras:
+            raise ClipError(f"{path}: is a COLMAP model; pass its project folder or images folder as the clip to use cameras={cameras}")
+        cam_path = path
+    elif path.is_dir():
+        cam_path = Path(cameras) if cameras else _find_cameras(path, _folder_candidates(path), sfm, max_frames or sfm_frames)
     elif path.suffix.lower() in CAMERA_SUFFIXES:
         if cameras:
-            raise ClipError(f"{path}: is a camera file; pass the video or image folder as the path to use cameras={cameras}")
+            msg = f"{path}: is a camera file; pass the video or image folder as the clip to use "
+            raise ClipError(msg + f"cameras={cameras}", cli=msg + f"--cameras {cameras}")
         cam_path = path
     else:
         video = path
-        cam_path = Path(cameras) if cameras else _find_cameras(path, _video_candidates(path))
+        cam_path = Path(cameras) if cameras else _find_cameras(path, _video_candidates(path), sfm, max_frames or sfm_frames)
     cf = read_cameras(cam_path)
     if video is None:
-        if cf.image_files is not None:  # the camera file names one image per camera
+        if cf.format == llff.NAME and path.is_dir() and path != cf.path.parent and path != cam_path:
+            images = list_images(path)  # e.g. images_4/ next to poses_bounds.npy: this folder, not images/
+        elif cf.image_files is not None:  # the camera file names one image per camera
             images = cf.image_files
         elif path.is_dir():
             images = list_images(path)
@@ -82,7 +109,7 @@ def load_clip(
         if info.n_frames is not None:
             _check_count(cf, positions, info.n_frames, video)
         src_fps = fps or info.fps or DEFAULT_FPS
-        frame_hw = (info.height, info.width)
+        hw = np.tile([info.height, info.width], (len(rows), 1))
         source.update(media="video", codec=info.codec, video_frames=info.n_frames)
     else:
         if images is not cf.image_files:  # a folder listing: cameras map to images by position
@@ -91,28 +118,26 @@ def load_clip(
         images = [images[i] for i in rows]
         for f in images:
             if not f.is_file():
-                raise ClipError(f"{f}: image file not found (listed in {cf.path})")
-        frame_hw = check_same_size(images)
+                tried = f" (the name has no suffix; tried {', '.join(IMAGE_SUFFIXES)})" if f.suffix.lower() not in IMAGE_SUFFIXES else ""
+                raise ClipError(f"{f}: image file not found{tried} (listed in {cf.path})")
+        hw = check_one_aspect(images, ASPECT_TOL)
         src_fps = fps or cf.fps or DEFAULT_FPS
         source.update(media="images")
 
     # 3. Cameras for the frames as decoded, then for the requested size.
-    K = _rescale_intrinsics(cf, frame_hw)[rows]
+    K = _rescale_intrinsics(cf.select(rows), hw)
     times = cf.times[rows] if cf.times is not None else positions[rows] / src_fps
-    crop = None
-    if size is not None:
-        dst_h, dst_w = (size, size) if isinstance(size, int) else size
-        crop = CoverCrop(frame_hw[0], frame_hw[1], int(dst_h), int(dst_w))
-        K = crop.intrinsics(torch.from_numpy(K)).numpy()
-    out_hw = (crop.dst_h, crop.dst_w) if crop else frame_hw
+    out_hw = _output_hw(tuple(int(v) for v in hw[0]), size, multiple)
+    crops = [CoverCrop(int(h), int(w), *out_hw) for h, w in hw]  # the identity where sizes already match
+    K = np.stack([c.intrinsics(torch.from_numpy(k)).numpy() for c, k in zip(crops, K)])
 
     # 4. Frames (only the selected ones are decoded).
     if video is not None:
-        frames = read_video_frames(video, positions[rows].tolist(), crop)
+        frames = read_video_frames(video, positions[rows].tolist(), crops[0])
     else:
-        frames = read_images(images, crop)
+        frames = read_images(images, crops)
 
-    source.update(fps=src_fps, original_size=frame_hw, frame_indices=positions[rows].tolist())
+    source.update(fps=src_fps, original_size=tuple(int(v) for v in hw[0]), frame_indices=positions[rows].tolist())
     cams = Cameras(
         c2w=torch.from_numpy(cf.c2w[rows]).float(),
         fxfycxcy=torch.from_numpy(K).float(),
@@ -148,17 +173,28 @@ def _names_video(json_path: Path, video: Path) -> bool:
 
 
 def _folder_candidates(folder: Path) -> list[Path]:
-    inside = [folder / n for n in KNOWN_CAMERA_NAMES]
+    inside = [folder / n for n in (*KNOWN_CAMERA_NAMES, llff.FILE_NAME, "sparse/0", "sparse")]
     beside = [folder.parent / (folder.name + s) for s in (".json", ".jsonl", ".txt")]
-    return inside + beside
+    # LLFF (images_4/ next to poses_bounds.npy) and COLMAP (images/ next to sparse/) projects
+    project = [folder.parent / llff.FILE_NAME, folder.parent / "sparse" / "0", folder.parent / "sparse"]
+    return inside + beside + project
 
 
-def _find_cameras(clip: Path, candidates: list[Path]) -> Path:
+def _find_cameras(clip: Path, candidates: list[Path], sfm: bool = False, sfm_frames: int = 64) -> Path:
     for c in candidates:
-        if c.is_file():
+        if c.is_file() or colmap.is_model(c):
             return c
     names = ", ".join(sorted({c.name for c in candidates}))
-    raise ClipError(f"{clip}: no camera file found (looked for {names}); pass cameras=PATH")
+    if sfm:
+        cached = sfm_cameras_path(clip)  # an unwritable clip folder: estimated before into the cache?
+        if cached.is_file():
+            return cached
+        print(f"{clip}: no camera file found (looked for {names}); estimating cameras by structure from motion",
+              file=sys.stderr)
+        return estimate_cameras(clip, max_frames=max(2, sfm_frames))
+    msg = f"{clip}: no camera file found (looked for {names}); pass "
+    raise CamerasNotFound(msg + "cameras=PATH, or sfm=True to estimate them",
+                          cli=msg + "--cameras PATH, or drop --no-sfm to estimate them")
 
 
 def _media_for_camera_file(cf: CameraFile) -> tuple[Path | None, list[Path] | None]:
@@ -193,22 +229,40 @@ def _check_count(cf: CameraFile, positions: np.ndarray, n_frames: int, media: Pa
         )
 
 
-def _rescale_intrinsics(cf: CameraFile, frame_hw: tuple[int, int]) -> np.ndarray:
-    """Intrinsics in pixels of the decoded frames (N,4).
+def _output_hw(frame_hw: tuple[int, int], size, multiple: int) -> tuple[int, int]:
+    """(H, W) of the returned frames; see load_clip's `size`."""
+    if size is None:
+        return frame_hw
+    if not isinstance(size, (int, np.integer)):
+        return int(size[0]), int(size[1])
+    h, w = frame_hw
+    long = max(multiple, round(size * max(h, w) / min(h, w) / multiple) * multiple)
+    return (int(size), long) if h <= w else (long, int(size))
+
+
+def _rescale_intrinsics(cf: CameraFile, hw: np.ndarray) -> np.ndarray:
+    """Intrinsics in pixels of the decoded frames (N,4); hw (N,2) is each frame's decoded size.
 
     A camera file may describe the images at another resolution (e.g. cameras for the 1080p
     original, frames decoded from a 512p copy): scale x and y separately. Pixel centres at +0.5
     make this exact, since the image edges 0 and w map to 0 and W."""
-    H, W = frame_hw
+    H, W = hw[:, 0].astype(np.float64), hw[:, 1].astype(np.float64)
     if cf.image_hw is None:  # normalised intrinsics (RealEstate10K)
-        return cf.fxfycxcy * np.array([W, H, W, H], dtype=np.float64)
+        # Square pixels make fx_norm * W == fy_norm * H, so the file implies an aspect W/H =
+        # fy_norm / fx_norm; frames of another aspect get stretched intrinsics.
+        implied = np.median(cf.fxfycxcy[:, 1] / cf.fxfycxcy[:, 0])
+        if abs(implied / (W[0] / H[0]) - 1.0) > ASPECT_TOL:
+            warnings.warn(f"{cf.path}: its normalised intrinsics imply {implied:.3f}:1 frames (square pixels) but the "
+                          f"frames are {W[0]:.0f}x{H[0]:.0f} ({W[0] / H[0]:.3f}:1); wrong frames for this camera file?",
+                          stacklevel=3)
+        return cf.fxfycxcy * np.stack([W, H, W, H], 1)
     h, w = cf.image_hw[:, 0].astype(np.float64), cf.image_hw[:, 1].astype(np.float64)
     sx, sy = W / w, H / h
     bad = np.abs(sx / sy - 1.0) > ASPECT_TOL
     if bad.any():
         i = int(np.argmax(bad))
         raise ClipError(
-            f"{cf.path}: camera {i} is for {int(w[i])}x{int(h[i])} images but the frames are {W}x{H} "
+            f"{cf.path}: camera {i} is for {int(w[i])}x{int(h[i])} images but the frames are {W[i]:.0f}x{H[i]:.0f} "
             "(aspect ratios disagree; wrong camera file?)"
         )
     return cf.fxfycxcy * np.stack([sx, sy, sx, sy], 1)

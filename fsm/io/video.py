@@ -64,6 +64,14 @@ def probe_video(path: Path) -> VideoInfo:
         )
 
 
+def count_video_frames(path: Path) -> int:
+    """Frames in a video whose container does not say (e.g. some .webm): count the packets of the
+    video stream, which needs no decoding."""
+    with _ffmpeg_errors(path, "read"), av.open(str(path)) as container:
+        stream = _video_stream(container, path)
+        return sum(1 for p in container.demux(stream) if p.size > 0)
+
+
 def read_video_frames(path: Path, indices: list[int], crop: CoverCrop | None = None) -> torch.Tensor:
     """Frames at `indices` (increasing, in presentation order) -> (n,3,H,W) float32 in [0,1].
 

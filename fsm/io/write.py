@@ -37,14 +37,15 @@ def write_clip(path: str | Path, frames: torch.Tensor, cameras: Cameras, fps: fl
     return write_cameras(path.with_suffix(".json"), cameras, "fsm-view", fps=fps, video=path.name)
 
 
-def write_images(folder: str | Path, frames: torch.Tensor, pattern: str = "{:05d}.png") -> list[Path]:
-    """(N,3,H,W) float in [0,1] -> 8-bit PNG (or any suffix PIL writes) files; returns their paths."""
+def write_images(folder: str | Path, frames: torch.Tensor, pattern: str = "{:05d}.png", start: int = 0) -> list[Path]:
+    """(N,3,H,W) float in [0,1] -> 8-bit PNG (or any suffix PIL writes) files numbered from
+    `start`; returns their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rgb = (frames.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     paths = []
     for i in range(rgb.shape[0]):
-        p = folder / pattern.format(i)
+        p = folder / pattern.format(start + i)
         Image.fromarray(np.ascontiguousarray(rgb[i])).save(p)
         paths.append(p)
     return paths

@@ -69,7 +69,7 @@ class CameraFile:
 
 def read_json(path: Path):
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Windows editors) is skipped
     except (OSError, UnicodeDecodeError) as e:  # unreadable, or binary rather than text
         raise ClipError(f"{path}: cannot read camera file ({e})") from None
     try:
@@ -174,7 +174,18 @@ def write_json(path: Path, data) -> None:
         fields = [f"{json.dumps(k)}: {entries(v) if isinstance(v, list) and v and isinstance(v[0], dict) else json.dumps(v)}"
                   for k, v in data.items()]
         text = "{\n" + ",\n".join(fields) + "\n}"
-    Path(path).write_text(text + "\n")
+    write_text_atomic(Path(path), text + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a temporary file beside `path`, then rename it over `path`: a crash or a full disk
+    never leaves a half-written camera file (the rename is atomic on one file system)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,10 +217,26 @@ def validate(cf: CameraFile) -> CameraFile:
         raise ClipError(f"{p}: camera {i} has invalid intrinsics fx fy cx cy = {K[i].tolist()}")
     if cf.image_hw is not None and (cf.image_hw <= 0).any():
         raise ClipError(f"{p}: image sizes must be positive")
-    if cf.times is not None and not np.isfinite(cf.times).all():
-        raise ClipError(f"{p}: non-finite timestamps")
+    if cf.times is not None:
+        if not np.isfinite(cf.times).all():
+            raise ClipError(f"{p}: non-finite timestamps")
+        # Repeated or backward times would make the clip's time span empty or reversed, and the
+        # model's time normalisation map them all to one instant.
+        back = np.diff(cf.times) <= 0
+        if back.any():
+            i = int(np.argmax(back)) + 1
+            raise ClipError(f"{p}: timestamps must increase: camera {i} has time {cf.times[i]:.6g} s after "
+                            f"{cf.times[i - 1]:.6g} s (repeated or backwards times)")
+    if cf.image_files is not None:
+        seen: dict[Path, int] = {}
+        for i, f in enumerate(cf.image_files):
+            if f in seen:
+                raise ClipError(f"{p}: cameras {seen[f]} and {i} both name the image {f.name} (duplicate frames: two poses for one image)")
+            seen[f] = i
     if cf.frame_indices is not None:
         fi = cf.frame_indices
         if (fi < 0).any() or (np.diff(fi) <= 0).any():
-            raise ClipError(f"{p}: frame indices must be non-negative and strictly increasing")
+            dup = np.flatnonzero(np.diff(fi) == 0)
+            what = f" (frame {int(fi[dup[0]])} is listed twice: duplicate frames)" if len(dup) else ""
+            raise ClipError(f"{p}: frame indices must be non-negative and strictly increasing{what}")
     return cf

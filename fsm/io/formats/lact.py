@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from fsm.io.clip import Cameras
+from fsm.io.images import image_with_suffix
 from fsm.io.formats.base import (
     CameraFile, frame_hw, frames_list, matrix, pixel_intrinsics, resolve_inside, rigid_inverse, write_json,
 )
@@ -37,7 +38,7 @@ def read(path: Path, data) -> CameraFile:
         w2c.append(matrix(f, "w2c", path, where))
         K.append(pixel_intrinsics(f, path, where))
         hw.append(frame_hw(f, path, where))
-        files.append(resolve_inside(path.parent, f.get("file_path"), path, where))
+        files.append(image_with_suffix(resolve_inside(path.parent, f.get("file_path"), path, where)))
     return CameraFile(
         path=path,
         format=NAME,

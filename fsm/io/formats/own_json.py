@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fsm.io.clip import Cameras, ClipError
+from fsm.io.images import image_with_suffix
 from fsm.io.formats.base import (
     CameraFile, frames_list, matrix, number, pixel_intrinsics, resolve_inside, rigid_inverse, write_json,
 )
@@ -48,7 +49,7 @@ def read(path: Path, data: dict) -> CameraFile:
         K.append(pixel_intrinsics(f, path, where))
         idx.append(int(number(f, "index", path, where, "frame index")) if "index" in f else i)
         times.append(number(f, "time", path, where, "time") if "time" in f else None)
-        files.append(resolve_inside(path.parent, f["file_path"], path, where) if "file_path" in f else None)
+        files.append(image_with_suffix(resolve_inside(path.parent, f["file_path"], path, where)) if "file_path" in f else None)
 
     if any(t is None for t in times) and not all(t is None for t in times):
         raise ClipError(f"{path}: some frames have a 'time' and some do not")
@@ -69,12 +70,14 @@ def read(path: Path, data: dict) -> CameraFile:
     )
 
 
-def write(path: Path, cameras: Cameras, fps: float, video: str | None = None, image_files: list[str] | None = None) -> None:
-    """c2w is written as is (not inverted), so float32 cameras read back bit-exactly."""
+def write(path: Path, cameras: Cameras, fps: float, video: str | None = None, image_files: list[str] | None = None,
+          indices: list[int] | None = None) -> None:
+    """c2w is written as is (not inverted), so float32 cameras read back bit-exactly. indices: the
+    video frame (or folder image) of each camera, when not 0, 1, 2, ..."""
     frames = []
     for i in range(len(cameras)):
         fx, fy, cx, cy = cameras.fxfycxcy[i].tolist()
-        f = {"index": i, "time": float(cameras.times[i]), "fx": fx, "fy": fy, "cx": cx, "cy": cy,
+        f = {"index": i if indices is None else int(indices[i]), "time": float(cameras.times[i]), "fx": fx, "fy": fy, "cx": cx, "cy": cy,
              "c2w": cameras.c2w[i].tolist()}
         if image_files is not None:
             f["file_path"] = str(image_files[i])

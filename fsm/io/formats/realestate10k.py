@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from fsm.io.clip import Cameras, ClipError
-from fsm.io.formats.base import CameraFile, rigid_inverse
+from fsm.io.formats.base import CameraFile, rigid_inverse, write_text_atomic
 
 NAME = "realestate10k"
 
 
 def read(path: Path) -> CameraFile:
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise ClipError(f"{path}: cannot read camera file ({e})") from None
     rows = []
@@ -67,4 +67,4 @@ def write(path: Path, cameras: Cameras, url: str = "") -> None:
         stamp = round(float(cameras.times[i]) * 1e6)
         nums = [*K[i].tolist(), 0.0, 0.0, *w2c[i].tolist()]
         lines.append(" ".join([str(stamp), *(repr(float(v)) for v in nums)]))
-    Path(path).write_text("\n".join(lines) + "\n")
+    write_text_atomic(Path(path), "\n".join(lines) + "\n")

@@ -1,0 +1,242 @@
+"""The geometry-grounded 4DGS head: plane sweep, the head's rules, frame-wise rendering, streaming."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fsm.cameras import look_at, pixel_rays, project_points
+from fsm.data.samples import HELDOUT_SCENES, heldout_samples
+from fsm.data.synthetic import make_path, make_scene, trace
+from fsm.geohead import FOOTPRINT_PX, frame_spacing, oracle_gaussians
+from fsm.metrics import psnr
+from fsm.model import FSM, Views, render_gaussians
+from fsm.planesweep import NO_COST, chunk_groups, log_depth_planes, plane_sweep_cost
+from fsm.raster import rasterize
+from fsm.splat import render_4dgs, select_frames, slice_visible
+from fsm.stream import StreamSession
+
+# ----------------------------------------------------------------------------------------------
+# Plane sweep
+
+
+def _bilinear(image, u, v):
+    """Reference bilinear lookup of (3,H,W) at continuous pixel coords (centres at +0.5), zeros outside."""
+    _, H, W = image.shape
+    x, y = u - 0.5, v - 0.5
+    x0, y0 = math.floor(x), math.floor(y)
+    out = torch.zeros(3, dtype=image.dtype)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            xi, yi = x0 + dx, y0 + dy
+            w = (1 - abs(x - xi)) * (1 - abs(y - yi))
+            if 0 <= xi < W and 0 <= yi < H:
+                out += w * image[:, yi, xi]
+    return out
+
+
+def test_plane_sweep_matches_a_per_pixel_reference():
+    g = torch.Generator().manual_seed(0)
+    H, W, P = 6, 7, 3
+    images = torch.rand(3, 3, H, W, generator=g, dtype=torch.float64)
+    c2w = torch.stack([look_at(torch.tensor([x, 0.1 * x, -3.0], dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
+                               torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)) for x in (-0.4, 0.0, 0.5)])  # fmt: skip
+    K = torch.tensor([[6.0, 6.5, 3.4, 3.1]] * 3, dtype=torch.float64)
+    depths = torch.tensor([2.0, 3.0, 4.5])
+    cost = plane_sweep_cost(images.float(), c2w.float(), K.float(), [[0, 1, 2]], depths)
+    o, d = pixel_rays(c2w, K, H, W)
+    ref = torch.zeros(3, P, H, W, dtype=torch.float64)
+    for i in range(3):
+        src = [j for j in range(3) if j != i]
+        diff = torch.zeros(len(src), P, H, W, dtype=torch.float64)
+        valid = torch.zeros_like(diff)
+        for k in range(P):
+            for y in range(H):
+                for x in range(W):
+                    point = o[i, y, x] + depths[k].double() * d[i, y, x]
+                    for s, j in enumerate(src):
+                        uv, z = project_points(point[None], c2w[j], K[j])
+                        u, v = uv[0].tolist()
+                        if z.item() > 1e-6 and 0 <= u <= W and 0 <= v <= H:
+                            valid[s, k, y, x] = 1
+                            diff[s, k, y, x] = (_bilinear(images[j], u, v) - images[i, :, y, x]).abs().mean()
+        box = lambda x: F.avg_pool2d(x.reshape(-1, 1, H, W), 3, 1, 1, count_include_pad=True).reshape(x.shape) * 9
+        num, den = box(diff * valid).sum(0), box(valid).sum(0)
+        ref[i] = torch.where(den > 0, num / den.clamp(min=1e-9), torch.full_like(num, NO_COST))
+    torch.testing.assert_close(cost.double(), ref, rtol=1e-4, atol=1e-4)
+    # refs computes a subset, in the order asked for
+    torch.testing.assert_close(plane_sweep_cost(images.float(), c2w.float(), K.float(), [[0, 1, 2]], depths, refs=[2, 0]), cost[[2, 0]])
+
+
+def test_plane_sweep_finds_the_depth_of_a_textured_wall():
+    """A room wall seen from a sideways-moving camera: the cheapest plane is the true depth."""
+    scene = make_scene(3, "room")
+    path = make_path(scene, "pan")
+    times = torch.linspace(0, 1.5, 5, dtype=torch.float64)
+    c2w = path.c2w(times)
+    c2w[:, :3, 3] += torch.linspace(-0.3, 0.3, 5)[:, None] * c2w[:, :3, 0]  # enough baseline
+    K = path.fxfycxcy(5, 48, 48)
+    from fsm.data.synthetic import render
+
+    images = render(scene, c2w, K, times, 48, 48, shadows=False)
+    truth, obj = trace(scene, c2w, K, times, 48, 48)
+    depths = log_depth_planes(0.5, 50.0, 48)
+    cost = plane_sweep_cost(images, c2w, K, [[0, 1, 2, 3, 4]], depths)
+    best = depths[cost[2].argmin(0)]
+    static = (obj[2] < 0) & torch.isfinite(truth[2])
+    rel = ((best - truth[2]).abs() / truth[2])[static]
+    spacing = math.log(50.0 / 0.5) / 47
+    assert (rel < math.exp(spacing) - 1 + 0.05).float().mean() > 0.6  # mostly within one plane
+
+
+def test_chunk_groups():
+    assert chunk_groups(5, 2) == [[0, 1], [2, 3], [4]]
+
+
+# ----------------------------------------------------------------------------------------------
+# The head's rules and the oracle
+
+
+def _heldout(regime="sparse", n_in=6, n_tgt=3, size=32):
+    return next(heldout_samples(regime, num_input=n_in, num_target=n_tgt, height=size, width=size, scenes=HELDOUT_SCENES[:1]))
+
+
+def test_oracle_gaussians_sit_on_their_pixels_at_the_true_depth():
+    s = _heldout()
+    i = s.inputs
+    gap = frame_spacing(i.times, chunk_groups(i.num_views, 2))
+    g = oracle_gaussians(s.input_depth, i.images, i.c2w, i.fxfycxcy, i.times, gap, far=1e4)[0]
+    H = W = 32
+    per = H * W
+    v = 3
+    means = g.means_xyz[v * per : (v + 1) * per]
+    uv, z = project_points(means, i.c2w[0, v], i.fxfycxcy[0, v])
+    grid = torch.stack(torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")[::-1], -1).reshape(-1, 2)
+    finite = torch.isfinite(s.input_depth[0, v]).reshape(-1)
+    torch.testing.assert_close(uv[finite], grid[finite].float(), rtol=0, atol=2e-3)
+    o, d = pixel_rays(i.c2w[0, v : v + 1], i.fxfycxcy[0, v : v + 1], H, W)
+    dist = (means - o.reshape(-1, 3)).norm(dim=-1)
+    torch.testing.assert_close(dist[finite], s.input_depth[0, v].reshape(-1)[finite], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(g.rgb[v * per : (v + 1) * per], i.images[0, v].permute(1, 2, 0).reshape(-1, 3))
+    # isotropic, FOOTPRINT_PX pixels wide at its depth; at its frame's time
+    f = i.fxfycxcy[0, v, :2].mean()
+    torch.testing.assert_close(g.scales_xyz[v * per : (v + 1) * per][finite, 0], FOOTPRINT_PX * dist[finite] / f, rtol=1e-4, atol=1e-6)
+    assert torch.equal(g.mean_t[v * per : (v + 1) * per], i.times[0, v].expand(per))
+
+
+def test_oracle_renders_its_own_input_view():
+    s = _heldout(size=48)
+    i = s.inputs
+    gap = frame_spacing(i.times, chunk_groups(i.num_views, 2))
+    g = oracle_gaussians(s.input_depth, i.images, i.c2w, i.fxfycxcy, i.times, gap, far=1e4)
+    own = render_gaussians(g, i, 48, 48, i.times, front=1, fill=0)[0]
+    assert psnr(own.clamp(0, 1), i.images[0]).min() > 24  # the splat footprint blurs a little
+
+
+
+def test_oracle_off_path_needs_the_true_depth():
+    s = _heldout("novel", n_in=8, n_tgt=4, size=48)
+    i, t = s.inputs, s.targets
+    gap = frame_spacing(i.times, chunk_groups(i.num_views, 4))
+    score = {}
+    for scale in (1.0, 1.6):
+        g = oracle_gaussians(s.input_depth * scale, i.images, i.c2w, i.fxfycxcy, i.times, gap, far=1e4)
+        score[scale] = psnr(render_gaussians(g, t, 48, 48, i.times, front=1, fill=2)[0].clamp(0, 1), t.images[0]).mean()
+    assert score[1.0] > score[1.6] + 1.0
+
+
+def test_front_frames_composite_over_fill_frames():
+    torch.manual_seed(0)
+    s = _heldout()
+    i, t = s.inputs, s.targets
+    gap = frame_spacing(i.times, chunk_groups(i.num_views, 2))
+    g = oracle_gaussians(s.input_depth, i.images, i.c2w, i.fxfycxcy, i.times, gap, far=1e4)[0]
+    time, c2w, K = t.times[0, 0], t.c2w[0, 0], t.fxfycxcy[0, 0]
+    order = (i.times[0] - time).abs().argsort()
+    out = render_4dgs(g, time, c2w, K, 32, 32, frame_times=i.times[0], front=1, fill=2)
+    near, behind = select_frames(g, 6, order[:1]), select_frames(g, 6, order[1:3])
+    bg = near.rgb.mean(0)
+    a, b = slice_visible(near, time), slice_visible(behind, time)
+    ra = rasterize(a.means, a.covariances, a.rgb, a.opacities, c2w, K, 32, 32)
+    rb = rasterize(b.means, b.covariances, b.rgb, b.opacities, c2w, K, 32, 32, bg)
+    torch.testing.assert_close(out, ra.rgb + (1 - ra.alpha) * rb.rgb)
+    # with no fill, holes show the front frame's mean colour, never black
+    alone = render_4dgs(g, time, c2w, K, 32, 32, frame_times=i.times[0], front=1, fill=0)
+    torch.testing.assert_close(alone, ra.rgb + (1 - ra.alpha) * bg[:, None, None])
+
+
+def test_frame_spacing_is_per_chunk():
+    times = torch.tensor([[0.0, 0.1, 0.2, 0.5, 0.9]])
+    gap = frame_spacing(times, [[0, 1, 2], [3, 4]])
+    torch.testing.assert_close(gap, torch.tensor([[0.1, 0.1, 0.1, 0.4, 0.4]]))
+
+
+# ----------------------------------------------------------------------------------------------
+# In the model and in a stream
+
+
+@pytest.fixture(scope="module")
+def geo_model():
+    torch.manual_seed(0)
+    return FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo").eval()
+
+
+def test_geo_head_starts_from_input_colours_and_the_plane_sweep(geo_model):
+    s = _heldout()
+    i = s.inputs
+    with torch.no_grad():
+        states = geo_model.init_states(1)
+        g = geo_model.decode_gaussians(states, i, groups=chunk_groups(6, 2))
+    torch.testing.assert_close(g.rgb[0], i.images[0].permute(0, 2, 3, 1).reshape(-1, 3))  # zero residual at init
+    head = geo_model.gaussian_head
+    cost = torch.stack([plane_sweep_cost(i.images[0], i.c2w[0], i.fxfycxcy[0], chunk_groups(6, 2), head.planes)])
+    soft = (-head.log_temperature.exp() * cost).softmax(2)
+    expected = (soft * head.log_planes[:, None, None]).sum(2).exp()  # (1,V,H,W) soft-argmin depth
+    o = i.c2w[0, :, None, :3, 3].expand(-1, 32 * 32, -1).reshape(-1, 3)
+    torch.testing.assert_close((g.means_xyz[0] - o).norm(dim=-1), expected.reshape(-1), rtol=1e-4, atol=1e-4)
+
+
+def test_geo_training_forward_gives_depth_and_gradients():
+    torch.manual_seed(0)
+    model = FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo")
+    s = _heldout(n_in=4, n_tgt=2, size=16)
+    out = model(s.inputs, s.targets, heads=("lvsm", "4dgs", "depth"))
+    assert out["depth"].shape == (1, 4, 16, 16) and out["4dgs"].shape == (1, 2, 3, 16, 16)
+    # two steps: the zero-initialised output layer first, then everything behind it
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    for _ in range(2):
+        opt.zero_grad()
+        out = model(s.inputs, s.targets, heads=("4dgs", "depth"))
+        loss = F.mse_loss(out["4dgs"], s.targets.images) + (out["depth"].log() - s.input_depth.clamp(max=3000).log()).abs().mean()
+        loss.backward()
+        opt.step()
+    for name, p in model.gaussian_head.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert model.blocks[0].fw.w0.grad.abs().sum() > 0  # the backbone learns through the head's features
+
+
+def test_geo_stream_equals_batched_decode_and_keeps_frames_bounded(geo_model):
+    s = _heldout(n_in=6)
+    i = s.inputs
+    session = StreamSession(geo_model, stream=geo_model.stream_config(frames_per_chunk=2, max_kept_frames=6))
+    session.feed(i.images[0], i.c2w[0], i.fxfycxcy[0], i.times[0].double())
+    with torch.no_grad():
+        batched = geo_model(i, s.targets, frames_per_chunk=2, heads=("4dgs",))["4dgs"][0]
+        states = geo_model.init_states(1)
+        for a in range(0, 6, 2):
+            states, _ = geo_model.ingest(states, i[a : a + 2])
+        g = geo_model.decode_gaussians(states, i, groups=chunk_groups(6, 2))[0]
+    t = i.times[0, 4].item()
+    streamed = session.gaussians(t, prune_below=0.0)
+    exact = slice_visible(select_frames(g, 6, torch.tensor([4])), t, 0.0)
+    torch.testing.assert_close(streamed.means, exact.means, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(streamed.rgb, exact.rgb)
+    # renders agree with the training forward up to the viewer's marginal culling and clamping
+    rendered = session.render(s.targets.c2w[0], s.targets.fxfycxcy[0], s.targets.times[0].double(), 32, 32, head="4dgs")
+    assert (rendered - batched.clamp(0, 1)).abs().max() < 0.02
+    # budget: whole chunks, evenly spread
+    long = StreamSession(geo_model, stream=geo_model.stream_config(frames_per_chunk=2, max_kept_frames=6))
+    for _ in range(5):
+        long.feed(i.images[0], i.c2w[0], i.fxfycxcy[0], i.times[0].double())
+    assert sum(c.num_views for c in long._kept) <= 6 and all(c.num_views == 2 for c in long._kept)

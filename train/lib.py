@@ -1,0 +1,709 @@
+"""The training library: everything the scripts in train/ share, each script being a short main.
+
+    option groups     DataConfig, ElasticOptions, ModelOptions, TrainConfig (tyro CLIs)
+    devices and RNG   pick_device, dist_info, seeds, rng_state / set_rng_state, state_digest
+    data              make_source, training_batch, heldout_batches
+    optimisation      build_model, make_optimizer, learning_rate, photometric_loss
+    checkpoints       save_training_checkpoint / load_training_checkpoint (fsm.save_checkpoint + extra)
+    evaluation        evaluate_pairs (held-out views streamed as the viewer streams them), reports
+    the loop          pretrain(cfg): train/pretrain.py's loop, also run by train/ablate.py
+
+Import it as `train.lib` (the scripts put the repository root on sys.path when run by path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Annotated, Literal
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+import torch.distributed as dist
+import tyro
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.checkpoint import checkpoint
+from tqdm import tqdm
+
+from fsm.cameras import ClipNormalization
+from fsm.checkpoint import checkpoint_configs, differences, read_checkpoint, save_checkpoint
+from fsm.data.samples import HELDOUT_SCENES, REGIMES, ClipSource, Sample, SampleConfig, SampleSource, SyntheticSource, heldout_samples
+from fsm.lacet import ElasticConfig
+from fsm.metrics import lpips, psnr, ssim
+from fsm.geohead import frame_spacing, oracle_gaussians
+from fsm.model import FSM, GS_RANGES, StreamConfig, Views, render_gaussians
+from fsm.planesweep import chunk_groups
+from fsm.precision import DtypeChoice, resolve_dtype
+from fsm.stream import StreamSession
+
+# ----------------------------------------------------------------------------------------------
+# CLI option groups (tyro): fsm's own config dataclasses, plus what only training needs
+
+
+@dataclass
+class DataConfig(SampleConfig):
+    """Training samples: fsm.data.SampleConfig (what a sample looks like: --data.num-input,
+    --data.num-target, --data.window, --data.height, --data.width, --data.novel-share, ...)
+    plus where samples come from."""
+
+    source: Literal["synthetic", "clips"] = "synthetic"
+    """synthetic: the procedural 4D engine (fsm.data); clips: real posed clips listed in --data.clips."""
+    clips: tuple[Path, ...] = ()
+    """Clips or folders of clips (anything fsm.io.load_clip reads) for --data.source clips."""
+
+
+@dataclass(frozen=True)
+class ElasticOptions:
+    """Fast-weight consolidation (paper Eq. 5-6): fsm.lacet.ElasticConfig's fields (--elastic.lam,
+    --elastic.estimator, ...; defaults are the paper's) or --elastic.plain-lact."""
+
+    plain_lact: bool = False
+    """Turn consolidation off (lambda = 0): exactly LaCT."""
+    settings: Annotated[ElasticConfig, tyro.conf.arg(name="")] = ElasticConfig()
+
+    def to_config(self) -> ElasticConfig:
+        return ElasticConfig.plain_lact() if self.plain_lact else self.settings
+
+
+@dataclass
+class ModelOptions:
+    preset: Literal["tiny", "small", "base"] = "small"
+    """Architecture preset (fsm.model.PRESETS): tiny for tests, small ships, base is the paper's."""
+    heads: tuple[Literal["lvsm", "4dgs"], ...] = ("lvsm",)
+    """Decoding heads to build and train: lvsm (direct RGB), 4dgs (4D Gaussians, rasterized); both = summed losses."""
+    frames_per_chunk: int | None = None
+    """Input frames per fast-weight update (default: the preset's; 8 frames = 2048 tokens at 128^2)."""
+    gs_head: Literal["paper", "geo"] = "geo"
+    """4DGS head design: geo (input colour + residual, plane-sweep depth, renders from the frames
+    nearest each time; fsm/geohead.py) or paper (all 20 numbers regressed, the baseline)."""
+    gs_sweep: bool = True
+    """Geo head: feed it the plane-sweep costs (--model.no-gs-sweep: the ablation without them)."""
+
+
+@dataclass
+class TrainConfig:
+    out: Path = Path("runs/pretrain")
+    """Output folder (checkpoint, logs)."""
+    model: ModelOptions = field(default_factory=ModelOptions)
+    data: DataConfig = field(default_factory=lambda: DataConfig(num_input=32, num_target=32, window=128))
+    elastic: ElasticOptions = field(default_factory=ElasticOptions)
+    batch_size: int = 4
+    """Samples per step on each process."""
+    steps: int = 20000
+    """Total optimizer steps (the schedule's length)."""
+    max_minutes: float | None = None
+    """Stop cleanly (checkpoint included) after this much wall-clock time in this invocation."""
+    lr: float = 1e-4
+    """Peak learning rate."""
+    warmup: int = 2500
+    """Linear warmup steps; cosine decay to zero after."""
+    weight_decay: float = 0.05
+    """AdamW weight decay, on parameters with >= 2 dimensions only."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this."""
+    skip_grad_norm: float = 4.0
+    """After warmup, skip steps whose gradient norm (before clipping) exceeds this."""
+    lpips_weight: float = 0.5
+    """Weight mu of the LPIPS term (AlexNet LPIPS, shipped weights)."""
+    lpips_start: int = 2500
+    """Step from which the LPIPS term is on (L2 only before)."""
+    depth_weight: float = 0.1
+    """Weight of the 4DGS head's depth loss, mean |log depth - log true depth| over input pixels
+    (sky at the far bound), where samples carry true depth (the synthetic engine; 0 = off)."""
+    dtype: DtypeChoice = "auto"
+    """Compute precision of the transformer blocks (fsm.precision): auto = bf16 where the device
+    multiplies it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass (less memory, ~30% slower)."""
+    compile: bool = False
+    """torch.compile the model."""
+    log_every: int = 10
+    """Steps between metrics.jsonl lines."""
+    eval_every: int = 1000
+    """Steps between held-out evaluations (0 = only at the end)."""
+    eval_scenes: int = 4
+    """Held-out synthetic scenes per regime in each evaluation (0 = no evaluation)."""
+    ckpt_every: int = 500
+    """Steps between checkpoints (one is always written at exit)."""
+    resume: Path | None = None
+    """Continue from this training checkpoint (same flags otherwise); exact continuation."""
+    seed: int = 0
+    """Seeds the weights and every data stream (process r draws its samples from seed, r, step)."""
+    device: str = "auto"
+    """auto | cpu | cuda (under torchrun each process uses cuda:LOCAL_RANK)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices and seeds
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; otherwise the named device (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def sample_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (e.g. run seed, rank, step): independent streams, no state."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, torch.Tensor | list[torch.Tensor]]:
+    """All global RNG states as tensors (so the checkpoint stays weights_only-loadable)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_meta": torch.tensor([pos, has_gauss], dtype=torch.int64),
+        "numpy_gauss": torch.tensor(gauss, dtype=torch.float64),
+        "python": torch.tensor(py_state, dtype=torch.int64),
+        "python_meta": torch.tensor([version], dtype=torch.int64),
+        "python_gauss": torch.tensor(float("nan") if py_gauss is None else py_gauss, dtype=torch.float64),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    pos, has_gauss = state["numpy_meta"].tolist()
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), pos, has_gauss, state["numpy_gauss"].item()))
+    gauss = state["python_gauss"].item()
+    random.setstate((int(state["python_meta"][0]), tuple(state["python"].tolist()), None if gauss != gauss else gauss))
+
+
+def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the exact bytes of every tensor, in key order (bit-exact weight comparison)."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        h.update(k.encode())
+        h.update(state_dict[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def views_to(views: Views, device: torch.device) -> Views:
+    move = lambda x: None if x is None else x.to(device, non_blocking=True)
+    return Views(move(views.c2w), move(views.fxfycxcy), move(views.times), move(views.images))
+
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the torchrun environment; (0, 1, 0) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Data (the one place the scripts touch fsm.data)
+
+
+def make_source(data: DataConfig, device: torch.device | str = "cpu") -> SampleSource:
+    """The training sample source the flags describe (synthetic renders on `device`)."""
+    if data.source == "synthetic":
+        return SyntheticSource(data, device=device)
+    if not data.clips:
+        raise ValueError("--data.source clips needs --data.clips PATH [PATH ...] (clips or folders of clips)")
+    return ClipSource(list(data.clips), replace(data, novel_share=0.0), device=device)
+
+
+def training_batch(source: SampleSource, batch: int, seed: int) -> Sample:
+    """One batch of samples (inputs, targets, true input depth where known), a pure function of
+    `seed` (no hidden data-loader state)."""
+    return source.sample(batch, torch.Generator().manual_seed(seed))
+
+
+def heldout_batches(data: SampleConfig, regime: str, scenes: int) -> list[Sample]:
+    """The first `scenes` fixed held-out synthetic scenes (batch of one each) in a regime, with
+    their inputs' true depth. The sparse and novel windows are fsm.data's default (4x the views),
+    the continuous one is contiguous."""
+    if not 1 <= scenes <= len(HELDOUT_SCENES):
+        raise ValueError(f"held-out scenes must be in 1..{len(HELDOUT_SCENES)}, got {scenes}")
+    return list(heldout_samples(regime, num_input=data.num_input, num_target=data.num_target, height=data.height,
+                                width=data.width, scenes=HELDOUT_SCENES[:scenes]))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# Model, optimisation, losses
+
+
+def build_model(cfg: TrainConfig) -> FSM:
+    """The preset's architecture with --model.heads; its run settings with --model.frames-per-chunk
+    and --elastic.* (stored in the checkpoint as the defaults for streaming these weights)."""
+    model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads), gs_head=cfg.model.gs_head, gs_sweep=cfg.model.gs_sweep)
+    model.stream = model.stream_config(frames_per_chunk=cfg.model.frames_per_chunk, elastic=cfg.elastic.to_config())
+    return model
+
+
+def make_optimizer(model: FSM, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW (betas 0.9, 0.95); weight decay on matrices (>= 2-D), none on biases, norms, vectors."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+def learning_rate(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warmup to `peak` over `warmup` steps, then cosine to 0 at step `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def checkpoint_blocks(model: FSM) -> None:
+    """Activation checkpointing per LaCET block: wrap each block's ingest/query in place."""
+    for blk in model.blocks:
+        for name in ("ingest", "query"):
+            fn = getattr(blk, name)
+            setattr(blk, name, lambda *args, _fn=fn: checkpoint(_fn, *args, use_reentrant=False))
+
+
+def photometric_loss(preds: dict[str, torch.Tensor], truth: torch.Tensor, lpips_weight: float) -> tuple[torch.Tensor, dict]:
+    """Sum over heads of L2 + mu * LPIPS on (B, V, 3, H, W) renders (paper Eq. 8), in fp32.
+
+    parts: per-head figures as "<head>_mse" etc., and the first head's as plain "mse", "psnr"."""
+    total, parts = 0.0, {}
+    for i, (head, pred) in enumerate(preds.items()):
+        loss, head_parts = image_loss(pred, truth, lpips_weight)
+        total = total + loss
+        if len(preds) > 1:
+            parts.update({f"{head}_{k}": v for k, v in head_parts.items()})
+        if i == 0:
+            parts.update(head_parts)
+    return total, parts
+
+
+def depth_loss(depth: torch.Tensor, truth: torch.Tensor, far: float) -> torch.Tensor:
+    """Mean |log depth - log true depth| over pixels (B, V, H, W); the sky (inf) counts at `far`.
+
+    Log depth because the depth of interest spans 0.3 to thousands of model units and the metric
+    (abs-rel) is relative: an error of 10% costs the same near and far."""
+    truth = truth.float().clamp(max=far)
+    return (depth.float().clamp(min=1e-6).log() - truth.log()).abs().mean()
+
+
+def image_loss(pred: torch.Tensor, truth: torch.Tensor, lpips_weight: float) -> tuple[torch.Tensor, dict]:
+    """L2 + mu * LPIPS for one head's renders."""
+    pred = pred.float()
+    mse = (pred - truth).square().mean()
+    loss, parts = mse, {"mse": mse.item(), "psnr": -10 * math.log10(max(mse.item(), 1e-10))}
+    if lpips_weight > 0:
+        lp = lpips(pred.flatten(0, 1), truth.flatten(0, 1)).mean()
+        loss = loss + lpips_weight * lp
+        parts["lpips"] = lp.item()
+    return loss, parts
+
+
+# ----------------------------------------------------------------------------------------------
+# The training checkpoint: fsm.checkpoint's format (the viewer opens it) plus what a resume needs
+
+
+def save_training_checkpoint(path: Path, model: FSM, optimizer, step: int, cfg: TrainConfig, metadata: dict) -> None:
+    """fsm.save_checkpoint with the optimizer, every RNG state, the step and the flags as extra entries."""
+    extra = {"optimizer": optimizer.state_dict(), "rng": rng_state(), "step": step, "train_config": json.dumps(asdict(cfg), default=str)}
+    save_checkpoint(path, model, metadata=metadata, extra=extra)
+
+
+def load_training_checkpoint(path: Path, model: FSM, optimizer) -> tuple[int, dict]:
+    """Restore weights, optimizer and RNG states; returns (step, metadata)."""
+    ckpt = read_checkpoint(path)
+    if "optimizer" not in ckpt:
+        raise ValueError(f"{path}: a model-only checkpoint (no optimizer state); use train/finetune.py to start from it")
+    config, stream = checkpoint_configs(path, ckpt)
+    differ = differences(config, model.config) + differences(stream, model.stream)  # an exact resume needs both
+    if differ:
+        raise ValueError(f"{path}: the model flags differ from the checkpoint's — " + "; ".join(differ))
+    model.load_state_dict(ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    set_rng_state(ckpt["rng"])
+    return int(ckpt["step"]), ckpt.get("metadata", {})
+
+
+# ----------------------------------------------------------------------------------------------
+# Held-out evaluation: views streamed through a StreamSession, the way the viewer streams them
+
+RENDER_GROUP = 8  # target views rendered per call (bounds activation memory)
+
+
+@torch.no_grad()
+def stream_and_render(
+    model: FSM, inputs: Views, targets: Views, clip_norm: ClipNormalization | None = None, stream: StreamConfig | None = None, head: str = "lvsm"
+) -> tuple[torch.Tensor, int]:
+    """Stream one clip's inputs (batch of one) through a StreamSession, render its targets.
+
+    inputs/targets hold clip-frame cameras and times; clip_norm maps them into the model's frame
+    (default: identity, they are already normalised with times in [-1, 1]). stream: the run
+    settings (default: the model's). Returns (renders (Vt,3,H,W) on the CPU, chunks ingested).
+    """
+    session = StreamSession(model, clip_norm, stream)
+    session.feed(inputs.images[0], inputs.c2w[0], inputs.fxfycxcy[0], inputs.times[0].double())
+    session.flush()
+    H, W = inputs.images.shape[-2:]
+    renders = []
+    for s in range(0, targets.num_views, RENDER_GROUP):
+        g = slice(s, s + RENDER_GROUP)
+        out = session.render(targets.c2w[0, g], targets.fxfycxcy[0, g], targets.times[0, g].double(), H, W, head=head)
+        renders.append(out.float().cpu())
+    return torch.cat(renders), len(session.history)
+
+
+def nearest_input(inputs: Views, targets: Views) -> torch.Tensor:
+    """Baseline: each target answered by the input frame nearest in time. -> (Vt,3,H,W)."""
+    gap = (targets.times[0][:, None] - inputs.times[0][None, :]).abs()  # (Vt, Vi)
+    return inputs.images[0][gap.argmin(1)].float().cpu()
+
+
+def image_metrics(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, list[float]]:
+    """Per-image PSNR / SSIM / LPIPS of (N,3,H,W) images in [0,1]."""
+    pred, truth = pred.clamp(0, 1).float(), truth.float().to(pred.device)
+    return {"psnr": psnr(pred, truth).tolist(), "ssim": ssim(pred, truth).tolist(), "lpips": lpips(pred, truth).tolist()}
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def evaluate_pairs(
+    model: FSM,
+    pairs: list[tuple],
+    frames_per_chunk: int | None = None,
+    heads: tuple[str, ...] | None = None,
+    plain_lact: bool = False,
+) -> tuple[list[dict], dict[str, list[torch.Tensor]]]:
+    """Metrics of every head and of the nearest-input baseline over (inputs, targets, clip_norm[,
+    true input depth]). plain_lact: also each head with the same weights streamed as plain LaCT
+    (lambda = 0). Where the true depth is given and the model has a 4DGS head: that head's depth
+    error on the inputs (abs_rel: mean |d - d*| / d* over non-sky pixels, and its median) and the
+    oracle — the geo head's rules (input colours, pixel footprints, nearest frames) at the true depth.
+
+    Returns (one row per method: name, psnr, ssim, lpips means, chunks, views, scenes[, abs_rel,
+    abs_rel_median]; images per method for strips: renders of the first pair, plus "truth").
+    """
+    heads = heads or model.config.heads
+    stream = model.stream_config(frames_per_chunk=frames_per_chunk)
+    lact = model.stream_config(stream, elastic=ElasticConfig.plain_lact())
+    with_depth = "4dgs" in heads and all(len(p) > 3 and p[3] is not None for p in pairs)
+    methods = [*heads, *(f"{h} (plain LaCT)" for h in heads if plain_lact), *([ORACLE] if with_depth else []), "nearest-input"]
+    per = {name: {"psnr": [], "ssim": [], "lpips": []} for name in methods}
+    depth_err: list[torch.Tensor] = []
+    chunks: set[int] = set()
+    shown: dict[str, torch.Tensor] = {}
+    for k, (inputs, targets, clip_norm, *rest) in enumerate(pairs):
+        truth = targets.images[0].float().cpu()
+        preds = {"nearest-input": nearest_input(inputs, targets)}
+        for head in heads:
+            preds[head], n = stream_and_render(model, inputs, targets, clip_norm, stream, head)
+            chunks.add(n)
+            if plain_lact:
+                preds[f"{head} (plain LaCT)"], _ = stream_and_render(model, inputs, targets, clip_norm, lact, head)
+        if with_depth:
+            preds[ORACLE] = oracle_render(model, inputs, targets, rest[0], stream.frames_per_chunk)
+            depth_err.append(input_depth_error(model, inputs, targets, rest[0], stream))
+        for name, pred in preds.items():
+            for m, v in image_metrics(pred, truth).items():
+                per[name][m] += v
+        if k == 0:
+            shown = {**preds, "truth": truth}
+    rows = [
+        {
+            "method": name,
+            **{m: _mean(v) for m, v in values.items()},
+            "chunks": sorted(chunks) if name in heads or "plain LaCT" in name else [],
+            "views": len(values["psnr"]),
+            "scenes": len(pairs),
+        }
+        for name, values in per.items()
+    ]
+    if depth_err:
+        err = torch.cat(depth_err)
+        rows[heads.index("4dgs")].update(abs_rel=err.mean().item(), abs_rel_median=err.median().item())
+        oracle_row = next(r for r in rows if r["method"] == ORACLE)
+        oracle_row.update(abs_rel=0.0, abs_rel_median=0.0)
+    return rows, shown
+
+
+ORACLE = "4dgs oracle (true depth)"
+
+
+@torch.no_grad()
+def oracle_render(model: FSM, inputs: Views, targets: Views, depth: torch.Tensor, frames_per_chunk: int) -> torch.Tensor:
+    """The geo head's rules with the true depth and no learned residual: what a perfect depth
+    gives (its own ceiling; model-independent but for the depth range). -> (Vt,3,H,W)."""
+    H, W = inputs.images.shape[-2:]
+    gap = frame_spacing(inputs.times, chunk_groups(inputs.num_views, frames_per_chunk))
+    g = oracle_gaussians(depth.to(inputs.images.device), inputs.images, inputs.c2w, inputs.fxfycxcy, inputs.times, gap,
+                         far=GS_RANGES["geo"][1])  # fmt: skip
+    out = render_gaussians(g, targets, H, W, inputs.times, front=model.config.gs_front, fill=model.config.gs_fill)
+    return out[0].clamp(0, 1).float().cpu()
+
+
+@torch.no_grad()
+def input_depth_error(model: FSM, inputs: Views, targets: Views, depth: torch.Tensor, stream: StreamConfig) -> torch.Tensor:
+    """Relative depth error |d - d*| / d* of the 4DGS head's Gaussians on every non-sky input pixel
+    (the batched forward, which equals the stream (tests/test_geohead.py))."""
+    pred = model(inputs, targets[:1], stream.frames_per_chunk, stream.elastic, heads=("depth",))["depth"].float().cpu()
+    truth = depth.float().cpu()
+    sky = ~torch.isfinite(truth)
+    return ((pred - truth).abs() / truth)[~sky]
+
+
+def synthetic_pairs(data: SampleConfig, regime: str, scenes: int) -> list[tuple[Views, Views, ClipNormalization, torch.Tensor]]:
+    """Held-out scenes: their views are already in the model's frame (identity ClipNormalization),
+    with the inputs' true depth (1, V_in, H, W) for the oracle and the depth error."""
+    return [(s.inputs, s.targets, ClipNormalization(), s.input_depth) for s in heldout_batches(data, regime, scenes)]
+
+
+def split_clip(clip, holdout_every: int) -> tuple[Views, Views, ClipNormalization]:
+    """(inputs, every k-th frame as targets, the clip's normalisation) in the clip's own frame
+    and seconds. The normalisation is the viewer's: derived from the whole clip, targets included.
+    """
+    held = holdout_mask(len(clip), holdout_every)
+    times = clip.times.to(torch.float64)
+    views = lambda m: Views(clip.c2w[m][None], clip.fxfycxcy[m][None], times[m][None], clip.frames[m][None])
+    return views(~held), views(held), ClipNormalization.for_clip(clip.c2w, times)
+
+
+def holdout_mask(n: int, every: int) -> torch.Tensor:
+    """Boolean (n,): frames k//2, k//2 + k, ... are held out (first and last frames stay inputs)."""
+    if every < 2:
+        raise ValueError(f"--holdout-every must be >= 2, got {every}")
+    held = torch.arange(n) % every == every // 2
+    held[-1] = False
+    if held.all() or not held.any():
+        raise ValueError(f"a clip of {n} frames has no inputs or no targets with --holdout-every {every}")
+    return held
+
+
+def write_strips(folder: Path, name: str, shown: dict[str, torch.Tensor], count: int, heads) -> list[str]:
+    """PNG per target: [head renders | oracle, if any | nearest input | ground truth] side by side."""
+    folder.mkdir(parents=True, exist_ok=True)
+    order = [*heads, *([ORACLE] if ORACLE in shown else []), "nearest-input", "truth"]
+    paths = []
+    for v in range(min(count, shown["truth"].shape[0])):
+        row = torch.cat([shown[k][v] for k in order], dim=-1)  # (3, H, len(order) * W)
+        path = folder / f"{name}_{v}.png"
+        iio.imwrite(path, (row.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+        paths.append(str(path))
+    return paths
+
+
+def markdown_table(rows: list[dict], first: tuple[str, ...] = ("set", "method")) -> str:
+    cols = [*first, "psnr", "ssim", "lpips", *(["abs_rel", "abs_rel_median"] if any("abs_rel" in r for r in rows) else []), "chunks", "views"]
+    fmt = lambda k, v: f"{v:.3f}" if k in ("psnr",) else f"{v:.4f}" if isinstance(v, float) else ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+    lines = ["| " + " | ".join(c.upper() if c in ("psnr", "ssim", "lpips") else c for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(c, r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def heldout_eval(model: FSM, cfg: TrainConfig) -> dict:
+    """Mean PSNR/SSIM/LPIPS of every head on the held-out synthetic scenes, per regime."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    data = replace(cfg.data, num_target=min(cfg.data.num_target, 8))
+    for regime in REGIMES:
+        rows, _ = evaluate_pairs(model, synthetic_pairs(data, regime, cfg.eval_scenes))
+        out[regime] = {r["method"]: {m: r[m] for m in ("psnr", "ssim", "lpips", "abs_rel") if m in r} for r in rows}
+    model.train(was_training)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The pretraining loop (train/pretrain.py; train/ablate.py runs it once per variant)
+
+
+class StopFlag:
+    """Set by SIGTERM / SIGINT while active: finish the current step, checkpoint, exit.
+    A second signal aborts at once (KeyboardInterrupt); the last periodic checkpoint stays."""
+
+    def __enter__(self):
+        self.set = False
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborting without a final checkpoint")
+        self.set = True
+
+
+def pretrain(cfg: TrainConfig) -> dict:
+    """Train per `cfg` (train/pretrain.py's docstring has the recipe); returns the run summary."""
+    rank, world, local_rank = dist_info()
+    distributed = world > 1
+    if distributed:
+        backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+        device = torch.device(f"cuda:{local_rank}") if backend == "nccl" else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    else:
+        device = pick_device(cfg.device)
+    main_process = rank == 0
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise ValueError(f"--steps and --batch-size must be >= 1, got {cfg.steps}, {cfg.batch_size}")
+
+    seed_everything(cfg.seed)  # identical initial weights on every process
+    model = build_model(cfg).to(device)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    step, metadata = 0, {}
+    if cfg.resume is not None:
+        step, metadata = load_training_checkpoint(cfg.resume, model, optimizer)
+    model.train()
+
+    if cfg.activation_checkpointing:
+        checkpoint_blocks(model)
+    forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
+    if cfg.compile:
+        forward = torch.compile(forward)
+    model.compute_dtype = resolve_dtype(cfg.dtype, device)
+
+    out = cfg.out
+    log_file = tb = None
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+        log_file = open(out / "metrics.jsonl", "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb = SummaryWriter(out / "tb")
+        except ImportError:  # tensorboard is optional
+            pass
+
+    def log(record: dict) -> None:
+        if log_file is not None:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+        if tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    tb.add_scalar(k, v, record["step"])
+
+    def save(current_step: int) -> None:
+        if main_process:
+            meta = {**metadata, "steps": current_step, "seed": cfg.seed, "data": asdict(cfg.data) | {"clips": [str(c) for c in cfg.data.clips]}, "world_size": world, "train_mse_ema": loss_ema}
+            save_training_checkpoint(out / "ckpt.pt", model, optimizer, current_step, cfg, meta)
+
+    source = make_source(cfg.data, device)
+    # the 4DGS head learns depth from the engine's exact depth (clips have none: photometric only)
+    wants_depth = cfg.depth_weight > 0 and "4dgs" in model.config.heads and cfg.data.source == "synthetic"
+    tokens_per_step = cfg.batch_size * world * (cfg.data.num_input + cfg.data.num_target) * (cfg.data.height // model.config.patch) * (cfg.data.width // model.config.patch)
+    started = time.perf_counter()
+    loss_ema = metadata.get("train_mse_ema")  # EMA (alpha 0.1) of the training L2 loss, as the paper's Table 1
+    first_batch_digest = None
+    skipped = 0
+    bar = tqdm(total=cfg.steps, initial=step, disable=not main_process, dynamic_ncols=True)
+    with StopFlag() as stop:
+        while step < cfg.steps:
+            over_time = cfg.max_minutes is not None and time.perf_counter() - started > cfg.max_minutes * 60
+            want_stop = torch.tensor(float(stop.set or over_time))
+            if distributed:  # every process must stop at the same step
+                want_stop = want_stop.to(device)
+                dist.all_reduce(want_stop, op=dist.ReduceOp.MAX)
+            if want_stop.item():
+                break
+
+            t0 = time.perf_counter()
+            sample = training_batch(source, cfg.batch_size, sample_seed(cfg.seed, rank, step))
+            if first_batch_digest is None:
+                first_batch_digest = state_digest({"images": sample.inputs.images})
+            inputs, targets = views_to(sample.inputs, device), views_to(sample.targets, device)
+            depth_truth = sample.input_depth if wants_depth else None
+            lr = learning_rate(step, cfg.lr, cfg.warmup, cfg.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            heads = (*model.config.heads, "depth") if depth_truth is not None else None
+            pred = forward(inputs, targets, heads=heads)  # {head: (B, Vt, 3, H, W)}, + "depth" (B, Vi, H, W)
+            depth = pred.pop("depth", None)
+            use_lpips = cfg.lpips_weight if step >= cfg.lpips_start else 0.0
+            loss, parts = photometric_loss(pred, targets.images, use_lpips)
+            if depth is not None:
+                d_loss = depth_loss(depth, depth_truth.to(device), model.config.gs_range[1])
+                loss = loss + cfg.depth_weight * d_loss
+                parts["depth_logl1"] = d_loss.item()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+            skip = not math.isfinite(grad_norm) or (step >= cfg.warmup and grad_norm > cfg.skip_grad_norm)
+            if not skip:
+                optimizer.step()
+            skipped += skip
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            step_time = time.perf_counter() - t0
+            step += 1
+
+            loss_ema = parts["mse"] if loss_ema is None else 0.9 * loss_ema + 0.1 * parts["mse"]
+            record = {"step": step, "loss": loss.item(), **parts, "mse_ema": loss_ema, "grad_norm": grad_norm, "lr": lr,
+                      "skipped": int(skip), "step_s": step_time, "tokens_per_s": tokens_per_step / step_time}
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{parts['psnr']:.2f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                log(record)
+            if main_process and cfg.eval_every and cfg.eval_scenes and step % cfg.eval_every == 0 and step < cfg.steps:
+                metadata["heldout"] = heldout_eval(model, cfg)
+                log({"step": step, "heldout": metadata["heldout"]})
+            if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+                save(step)
+    bar.close()
+
+    if main_process and cfg.eval_scenes:
+        metadata["heldout"] = heldout_eval(model, cfg)
+        log({"step": step, "heldout": metadata["heldout"]})
+    save(step)
+
+    digest = state_digest(model.state_dict())
+    per_rank = [{"rank": rank, "weights_sha256": digest, "first_batch_sha256": first_batch_digest}]
+    if distributed:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, per_rank[0])
+        per_rank = gathered
+    summary = {
+        "steps": step,
+        "finished": step >= cfg.steps,
+        "stopped_by_signal": stop.set,
+        "train_mse_ema": loss_ema,
+        "skipped_steps": skipped,
+        "minutes": (time.perf_counter() - started) / 60,
+        "world_size": world,
+        "ranks": per_rank,
+        "heldout": metadata.get("heldout"),
+        "checkpoint": str(out / "ckpt.pt"),
+    }
+    if main_process:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        log_file.close()
+        if tb is not None:
+            tb.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
