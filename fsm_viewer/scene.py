@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import viser
 import viser.transforms as vtf
 
-from fsm.cameras import PoseNormalization
+from fsm.cameras import PoseNormalization, look_at
 
 # Viridis sampled at 0, 1/4, 1/2, 3/4, 1 (a perceptually ordered map readable on dark and light
 # backgrounds); linear interpolation between the stops is close enough for colouring by time.
@@ -54,9 +54,10 @@ def thumbnail(frame: torch.Tensor, size: int = 64) -> np.ndarray:
     return (small.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def add_input_cameras(server: viser.ViserServer, clip, norm: PoseNormalization, max_shown: int = 120) -> dict[int, viser.CameraFrustumHandle]:
+def add_input_cameras(scene: viser.SceneApi, clip, norm: PoseNormalization, max_shown: int = 120) -> dict[int, viser.CameraFrustumHandle]:
     """One frustum per input frame (at most `max_shown`, evenly spaced), its frame as the image,
-    coloured by time along the clip. Returns the handles by frame index."""
+    coloured by time along the clip, in `scene` (a browser's client.scene). Returns the handles
+    by frame index."""
     N = len(clip)
     H, W = clip.cameras.height, clip.cameras.width
     t = clip.times.numpy()
@@ -64,7 +65,7 @@ def add_input_cameras(server: viser.ViserServer, clip, norm: PoseNormalization, 
     handles = {}
     for i in np.unique(np.linspace(0, N - 1, min(N, max_shown)).round().astype(int)):
         c2w = clip.c2w[i].double().numpy()
-        handles[int(i)] = server.scene.add_camera_frustum(
+        handles[int(i)] = scene.add_camera_frustum(
             f"/inputs/frame_{i:05d}",
             fov=vertical_fov(clip.fxfycxcy[i], H),
             aspect=W / H,
@@ -78,11 +79,11 @@ def add_input_cameras(server: viser.ViserServer, clip, norm: PoseNormalization, 
     return handles
 
 
-def show_current_camera(server: viser.ViserServer, clip, norm: PoseNormalization, index: int) -> viser.CameraFrustumHandle:
+def show_current_camera(scene: viser.SceneApi, clip, norm: PoseNormalization, index: int, visible: bool = True) -> viser.CameraFrustumHandle:
     """Highlight input camera `index` (the one nearest the current time) with a larger red frustum."""
     H, W = clip.cameras.height, clip.cameras.width
     c2w = clip.c2w[index].double().numpy()
-    return server.scene.add_camera_frustum(
+    return scene.add_camera_frustum(
         "/current",
         fov=vertical_fov(clip.fxfycxcy[index], H),
         aspect=W / H,
@@ -91,7 +92,37 @@ def show_current_camera(server: viser.ViserServer, clip, norm: PoseNormalization
         color=(0.9, 0.1, 0.1),
         wxyz=vtf.SO3.from_matrix(c2w[:3, :3]).wxyz,
         position=c2w[:3, 3],
+        visible=visible,
     )
+
+
+def overview_camera(clip, norm: PoseNormalization) -> tuple[torch.Tensor, float]:
+    """A first browser camera from which the input trajectory is visible: (c2w (4,4), fov).
+
+    It looks at the cameras' centroid along the normal of their best-fit plane (the direction in
+    which their positions spread least), turned to the up side and tilted toward the back of the
+    mean camera, far enough that every camera centre fits the view. An orbit is seen from above
+    and behind; a forward-moving clip (all cameras facing one way, on a line) from above and
+    behind at 35 degrees instead of end-on, where its frustums would stack into one block."""
+    pos = clip.c2w[:, :3, 3].double()  # (N,3)
+    centre = pos.mean(0)
+    up = torch.from_numpy(up_direction(norm)).double()
+    forward = torch.nn.functional.normalize(clip.c2w[:, :3, 2].double().mean(0), dim=0)
+    # normal of the best-fit plane; for a line (two flat directions) the one nearest up
+    _, spread, vh = torch.linalg.svd(pos - centre, full_matrices=True)  # rows of vh: directions, by spread
+    flat = vh[1:] if len(spread) < 2 or spread[1] < 1e-3 * spread[0].clamp_min(1e-12) else vh[2:]
+    normal = flat[torch.argmax((flat @ up).abs())] if len(flat) > 1 else flat[0]
+    normal = torch.where((normal @ up) < 0, -normal, normal)
+    back = -(forward - (forward @ normal) * normal)  # behind the mean camera, in the plane
+    if back.norm() < 1e-6:  # cameras look along the normal: any direction in the plane
+        back = flat[-1] if len(flat) > 1 and abs(float(flat[-1] @ normal)) < 0.5 else vh[0]
+    back = torch.nn.functional.normalize(back - (back @ normal) * normal, dim=0)
+    view = torch.nn.functional.normalize(normal + 0.7 * back, dim=0)  # from the centroid to the eye
+    fov = vertical_fov(clip.fxfycxcy[0], clip.cameras.height)
+    radius = max(float((pos - centre).norm(dim=1).max()), 3 * frustum_scale(norm), 1e-3)
+    distance = 1.2 * radius / math.tan(0.5 * fov) + radius
+    eye = centre + distance * view
+    return look_at(eye.float(), centre.float(), up.float()), fov
 
 
 # ----------------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def main(args: Args) -> None:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(f"http://127.0.0.1:{server.get_port()}/?fixedDpr=1")
             page.get_by_role("button", name="Start").click(timeout=60_000)
-            wait_for(lambda: app.done and app.renderers)
+            wait_for(lambda: app.done and app.views)
             for close in page.locator(".mantine-Notification-closeButton").all():
                 close.click()
             if args.frame is not None:

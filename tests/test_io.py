@@ -426,7 +426,8 @@ def test_non_square_clip_streams_and_renders(tmp_path):
     model chunk by chunk and renders at its own and at other non-square sizes; a path export too."""
     from fsm.model import FSM
     from fsm.stream import StreamSession
-    from fsm_viewer.paths import CameraPath, Keyframe, render_path_video
+    from fsm_viewer.paths import CameraPath, Keyframe
+    from fsm_viewer.video import render_path_video
 
     cams = random_cameras(4, 48, 64)
     write_clip(tmp_path / "wide.mp4", smooth_frames(4, 48, 64), cams, fps=30.0)

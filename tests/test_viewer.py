@@ -1,4 +1,5 @@
-"""The viewer without a browser: the app object driven through its methods and GUI callbacks."""
+"""The viewer without chromium: the app driven through its methods and GUI callbacks, and a
+headless browser (tests/headless_browser.py: viser's websocket protocol) where a page is needed."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from fsm.cameras import look_at
 from fsm.io import Cameras, Clip, write_clip
 from fsm_viewer import cli as cli_module
 from fsm_viewer.app import ViewerApp
+from tests.headless_browser import HeadlessBrowser
 from fsm_viewer.cli import load_inputs, main
 from fsm_viewer.panels import importance_image
-from fsm_viewer.paths import CameraPath, Keyframe, PathError, intrinsics_from_fov
+from fsm_viewer.paths import CameraPath, Keyframe, PathError
+from fsm_viewer.video import intrinsics_from_fov
 from fsm_viewer.render import main as render_main
 
 SIZE = 32  # frames SIZE x SIZE: 16 tokens of the tiny model's 8x8 patches
@@ -51,6 +54,24 @@ def viewer(model):
     yield app
     app.close()
     server.stop()
+
+
+@pytest.fixture
+def view(viewer):
+    """One connected page's BrowserView."""
+    page = HeadlessBrowser(viewer.server)
+    assert wait_for(lambda: page.client_id in viewer.views)
+    yield viewer.views[page.client_id]
+    page.close()
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def test_streaming_grows_history_and_plots(viewer):
@@ -98,10 +119,10 @@ def test_background_streaming_and_elastic_change(viewer):
             assert torch.equal(viewer.session.state(layer).weights[m], w)
 
 
-def test_render_at_camera_and_time(viewer):
+def test_render_at_camera_and_time(viewer, view):
     viewer.step()
     c2w, fov = viewer.trajectory_camera(2.5)
-    H, W = viewer.render_size(aspect=1.5)
+    H, W = view.render_size(aspect=1.5)
     assert (H, W) == (32, 48)
     image = viewer.render(c2w, intrinsics_from_fov(fov, H, W), 0.3, H, W)
     assert image.shape == (3, H, W) and torch.isfinite(image).all()
@@ -111,45 +132,46 @@ def test_render_at_camera_and_time(viewer):
     assert not torch.allclose(image, other)
 
 
-def test_snap_to_input_frame_psnr(viewer):
+def test_snap_to_input_frame_psnr(viewer, view):
     viewer.step()
-    render, gt, value = viewer.snap_to_frame(3)
+    render, gt, value = view.snap_to_frame(3)
     assert render.shape == gt.shape == (SIZE, SIZE, 3) and gt.dtype == np.uint8
     # PSNR against the frame, recomputed independently from the uint8 images (8-bit rounding only)
     mse = np.mean((render.astype(np.float64) / 255 - viewer.clip.frames[3].permute(1, 2, 0).numpy()) ** 2)
     assert value == pytest.approx(-10 * math.log10(mse), abs=0.05)
     with pytest.raises(ValueError, match="outside the clip"):
-        viewer.snap_to_frame(99)
+        view.snap_to_frame(99)
 
 
-def test_callback_errors_become_notifications(viewer, monkeypatch):
+def test_callback_errors_become_notifications(viewer, view, monkeypatch):
     seen = []
     monkeypatch.setattr(viewer, "notify", lambda title, body, client=None, color="red": seen.append(body))
-    viewer.panels.render.frame.value = 6
+    viewer.step()
+    view.panels.render.frame.value = 6
     viewer.session.render = None  # break the model call: the snap callback must not raise
     from fsm_viewer.panels import guarded
 
-    guarded(viewer, viewer.panels.render._snap)(type("E", (), {"client": None})())
+    guarded(viewer, view.panels.render._snap)(type("E", (), {"client": None})())
     assert seen and "TypeError" in seen[0]
 
 
-def test_path_export_writes_mp4_with_frame_count(viewer, tmp_path):
+def test_path_export_writes_mp4_with_frame_count(viewer, view, tmp_path):
     viewer.step()
     c = viewer.clip
-    viewer.add_keyframe(c.c2w[0], 0.9, time=0.0)
-    viewer.add_keyframe(c.c2w[6], 0.7, time=0.6)
-    viewer.path.duration, viewer.path.fps, viewer.path.height = 1.0, 12.0, 32
-    viewer.path.aspect = 1.5
+    view.add_keyframe(c.c2w[0], 0.9, time=0.0)
+    view.add_keyframe(c.c2w[6], 0.7, time=0.6)
+    view.path.duration, view.path.fps, view.path.height = 1.0, 12.0, 32
+    view.path.aspect = 1.5
     out = tmp_path / "path.mp4"
     steps = []
-    assert viewer.export_video(out, lambda done, total: steps.append((done, total))) == 12
+    assert view.export_video(out, lambda done, total: steps.append((done, total))) == 12
     assert steps[-1] == (12, 12)
     with av.open(str(out)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 12 and frames[0].shape == (32, 48, 3)
     # the path preview draws keyframe frustums and the spline
-    viewer.panels.path.refresh(select=1)
-    assert viewer.panels.path.keys.options == ("1: t = 0.00 s", "2: t = 0.60 s")
+    view.panels.path.refresh(select=1)
+    assert view.panels.path.keys.options == ("1: t = 0.00 s", "2: t = 0.60 s")
 
 
 def test_path_sampling_hits_keyframes_and_json_round_trip(tmp_path):
@@ -248,42 +270,56 @@ def test_fsm_render_headless(files, tmp_path):
     assert n == 8
 
 
-def test_snap_panel_hides_the_snapped_frustum(viewer):
-    render_panel = viewer.panels.render
+def test_snap_panel_hides_the_snapped_frustum(viewer, view):
+    viewer.step()
+    render_panel = view.panels.render
     render_panel.frame.value = 3
     render_panel._snap(type("Event", (), {"client": None})())
-    assert viewer.view.time == pytest.approx(float(viewer.clip.times[3]))
-    assert not viewer.frustums[3].visible and viewer.frustums[2].visible
+    assert view.state.time == pytest.approx(float(viewer.clip.times[3]))
+    assert not view.frustums[3].visible and view.frustums[2].visible
     assert "PSNR" in render_panel.psnr.content and render_panel.compare.visible
 
 
-def test_4dgs_panels_show_splats_and_export_ply(monkeypatch):
-    """With a 4DGS checkpoint: the head renders, "Show splats" pushes the sliced Gaussians to the
-    scene, and "Export PLY" downloads a PLY that reads back as the same Gaussians."""
-    from fsm.gaussians import read_ply
-
+@pytest.fixture
+def viewer_4dgs():
     torch.manual_seed(0)
     server = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
     app = ViewerApp(fsm.FSM.from_preset("tiny", heads=("lvsm", "4dgs")).eval(), orbit_clip(), server, frames_per_chunk=4)
+    yield app
+    app.close()
+    server.stop()
+
+
+def test_4dgs_panels_show_splats_and_export_ply(viewer_4dgs, monkeypatch):
+    """With a 4DGS checkpoint: the head renders, the browser's splats are the default view and
+    get the sliced Gaussians, and "Export PLY" downloads a PLY that reads back as the same Gaussians."""
+    from fsm.gaussians import read_ply
+
+    app = viewer_4dgs
+    page = HeadlessBrowser(app.server)
     try:
-        assert app.heads == ("lvsm", "4dgs") and app.panels.render.splats is not None
+        assert wait_for(lambda: page.client_id in app.views)
+        view = app.views[page.client_id]
+        assert app.heads == ("lvsm", "4dgs") and view.panels.render.splats is not None
+        assert view.state.splats and view.panels.render.splats.value  # the default view with that head
+        pushed = {}
+        monkeypatch.setattr(view.client.scene, "add_gaussian_splats", lambda name, **kw: pushed.update(name=name, **kw))
         while app.step() is not None:
             pass
         c = app.clip
         image = app.render(c.c2w[2], c.fxfycxcy[2], float(c.times[2]), SIZE, SIZE, head="4dgs")
         assert image.shape == (3, SIZE, SIZE) and torch.isfinite(image).all()
 
-        pushed = {}
-        monkeypatch.setattr(server.scene, "add_gaussian_splats", lambda name, **kw: pushed.update(name=name, **kw))
-        app.panels.render.splats.value = True
-        app.panels.render.update_splats()
-        g = app.gaussians()
+        assert view.splats.wait_idle()
+        g = view.gaussians()
         assert pushed["name"] == "/splats" and pushed["centers"].shape == (len(g), 3) and len(g) > 0
         np.testing.assert_allclose(pushed["covariances"], g.covariances.numpy(), rtol=1e-6)
+        # the server draws nothing while the browser draws the splats
+        assert view.render_frame(view.client) is None
 
         downloads = {}
-        monkeypatch.setattr(server, "send_file_download", lambda name, data, save_immediately=True: downloads.update({name: data}))
-        app.panels.render._export_ply(type("Event", (), {"client": None})())
+        monkeypatch.setattr(view.client, "send_file_download", lambda name, data, save_immediately=True: downloads.update({name: data}))
+        view.panels.render._export_ply(type("Event", (), {"client": view.client})())
         (name, data), = downloads.items()
         path = Path(tempfile.mkdtemp()) / name
         path.write_bytes(data)
@@ -291,8 +327,7 @@ def test_4dgs_panels_show_splats_and_export_ply(monkeypatch):
         np.testing.assert_allclose(back.means.numpy(), g.means.numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(back.opacities.numpy(), g.opacities.numpy(), rtol=1e-4, atol=1e-6)
     finally:
-        app.close()
-        server.stop()
+        page.close()
 
 
 def test_default_checkpoint_falls_back_to_the_labelled_preview(files, tmp_path, monkeypatch):

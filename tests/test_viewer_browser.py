@@ -98,15 +98,16 @@ def test_viewer_in_chromium(viewer):
             page.get_by_text("Done.", exact=False).wait_for(timeout=10_000)
 
             # a rendered background arrived for this browser
-            assert wait_for(lambda: any(r.frames_rendered > 0 for r in viewer.renderers.values()))
-            renderer = next(iter(viewer.renderers.values()))
+            assert wait_for(lambda: any(v.renderer.frames_rendered > 0 for v in viewer.views.values()))
+            view = next(iter(viewer.views.values()))
+            renderer = view.renderer
 
             # Render tab: drag the time slider to the right -> the model time moves
             page.get_by_role("tab", name="Render").click()
             time_slider = slider(page, "Time (s)")
             time_slider.wait_for()
             drag(page, time_slider.bounding_box(), dx=120)
-            assert wait_for(lambda: viewer.view.time > viewer.time_span[0] + 0.1), "time slider drag did not reach the app"
+            assert wait_for(lambda: view.state.time > viewer.time_span[0] + 0.1), "time slider drag did not reach the app"
 
             # drag the 3D canvas -> the browser camera orbits -> a new render comes back
             before = renderer.client.camera.position.copy()
@@ -130,3 +131,99 @@ def test_viewer_in_chromium(viewer):
             assert pixels.std() > 10.0, "the 3D view looks blank"
         finally:
             browser.close()
+
+
+def test_four_pages_at_once(capfd):
+    """Four pages stream, scrub and render at once; one closes in the middle of a render, another
+    in the middle of a video export. The server goes on serving the other two with no exception
+    in its log, and nothing of the closed pages is left: no view, no thread, no memory."""
+    import gc
+    import threading
+
+    torch.manual_seed(0)
+    server = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
+    app = ViewerApp(fsm.FSM.from_preset("tiny").eval(), smooth_clip(), server, frames_per_chunk=4)
+    thread_errors = []
+    hook, threading.excepthook = threading.excepthook, thread_errors.append
+    try:
+        closed = four_pages(app)  # weak references to the closed pages' views
+        gc.collect()
+        assert all(r() is None for r in closed), "a closed page's view is still in memory"
+    finally:
+        threading.excepthook = hook
+        app.close()
+        server.stop()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and not thread_errors, err[-3000:]
+
+
+def four_pages(app) -> list:
+    """The four-page session (a function of its own: its locals are gone when it returns)."""
+    import threading
+    import weakref
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pages, views = [], []
+        for i in range(4):
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.goto(f"http://127.0.0.1:{app.server.get_port()}/?fixedDpr=1")
+            assert wait_for(lambda: len(app.views) == i + 1), f"page {i} did not connect"
+            pages.append(page)
+            views.append(app.views[max(app.views)])
+
+        # every page presses Start (one memory: the clip streams once) and scrubs its own time
+        for page in pages:
+            page.get_by_role("button", name="Start").click(timeout=30_000)
+        assert wait_for(lambda: app.done), "streaming did not finish"
+        for i, (page, view) in enumerate(zip(pages, views)):
+            page.get_by_role("tab", name="Render").click()
+            time_slider = slider(page, "Time (s)")
+            time_slider.wait_for()
+            drag(page, time_slider.bounding_box(), dx=40 + 30 * i)
+        assert wait_for(lambda: all(v.state.time > app.time_span[0] for v in views)), "a time drag did not reach its view"
+        assert len({round(v.state.time, 3) for v in views}) > 1, "the pages' times are not their own"
+        assert wait_for(lambda: all(v.renderer.frames_rendered > 0 for v in views)), "a page got no render"
+
+        # page 1: a long video export, closed in the middle
+        exporter = views[1]
+        pages[1].get_by_role("tab", name="Path").click()
+        pages[1].get_by_role("button", name="Add keyframe").click()
+        drag(pages[1], {"x": 200, "y": 250, "width": 300, "height": 300}, dx=-120, steps=8)
+        pages[1].get_by_role("button", name="Add keyframe").click()
+        assert wait_for(lambda: len(exporter.path.keyframes) == 2)
+        row = pages[1].locator("div.mantine-Flex-root", has=pages[1].get_by_text("Duration (s)", exact=True))
+        row.locator("input").last.fill("60")  # 1440 frames: minutes of work
+        row.locator("input").last.press("Enter")
+        assert wait_for(lambda: exporter.path.duration == 60.0)
+        pages[1].get_by_role("button", name="Render video").click()
+        assert wait_for(lambda: exporter.panels.path.exports and exporter.panels.path.progress.value > 0), "the export did not start"
+
+        # page 2: closed while its render thread is inside a render
+        closing = views[2]
+        inside, original = threading.Event(), closing.renderer.render
+
+        def slow_render(client, scale):
+            inside.set()
+            time.sleep(1.0)
+            return original(client, scale)
+
+        closing.renderer.render = slow_render
+        drag(pages[2], {"x": 200, "y": 250, "width": 300, "height": 300}, dx=-100, dy=20, steps=8)
+        assert inside.wait(20), "page 2 never started a render"
+        pages[2].close()
+        pages[1].close()
+
+        closed = [views[1], views[2]]
+        threads = [t for v in closed for t in v.threads]
+        assert wait_for(lambda: len(app.views) == 2), "the closed pages' views are still registered"
+        assert wait_for(lambda: not any(t.is_alive() for t in threads), timeout=30), [t.name for t in threads if t.is_alive()]
+
+        # the other two keep working: page 0 scrubs and gets a new render, page 3 snaps to a frame
+        count = views[0].renderer.frames_rendered
+        drag(pages[0], slider(pages[0], "Time (s)").bounding_box(), dx=-60)
+        assert wait_for(lambda: views[0].renderer.frames_rendered > count), "page 0 got no render after the others closed"
+        pages[3].get_by_role("button", name="Snap to input frame").click()
+        pages[3].get_by_text("PSNR", exact=False).wait_for(timeout=30_000)
+        browser.close()
+    return [weakref.ref(v) for v in closed]
