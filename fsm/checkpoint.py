@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from fsm.model import FSM, FSMConfig, StreamConfig
+from fsm.model import FSM, GS_RANGES, FSMConfig, StreamConfig
 
 FORMAT = "fsm-view-checkpoint"
 VERSION = 2
@@ -96,9 +96,13 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def upgrade_version_1(ckpt: dict) -> dict:
     """Version 1 -> 2, the only conversion: version 1 kept the run settings ("frames_per_chunk",
-    "elastic") inside "config"; version 2 moves them, unchanged, to "stream"."""
+    "elastic") inside "config"; version 2 moves them, unchanged, to "stream". Version 1 also
+    spelled out the paper head's depth range (0.01, 100), which version 2 leaves to the head
+    (None): the same range."""
     config = dict(ckpt["config"])
     stream = {k: config.pop(k) for k in ("frames_per_chunk", "elastic") if k in config}
+    if (config.get("gs_near"), config.get("gs_far")) == GS_RANGES["paper"]:
+        config["gs_near"] = config["gs_far"] = None
     return {**ckpt, "version": 2, "config": config, "stream": stream}
 
 
