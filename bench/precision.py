@@ -27,7 +27,7 @@ from fsm.precision import cpu_has_bf16, resolve_dtype
 from fsm.stream import StreamSession
 from train.lib import DataConfig, evaluate_pairs, make_source, synthetic_pairs, training_batch
 
-SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "fsm-small-cpu-preview.pt"
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "fsm-small.pt"
 DTYPES = ("fp32", "bf16")
 
 

@@ -10,8 +10,7 @@ one-chunk LaCT pass needs the whole clip at once.
     python bench/stream_memory.py --long 2000     # the shipped checkpoint over a 2000-frame 64x64 clip
 
 --long N streams one synthetic N-frame clip (smooth colour fields drifting past cameras circling
-the scene, 64x64 by default) through StreamSession with the shipped checkpoint (or its CPU
-preview) and checks after every chunk that every state (weights, anchors, importance) is finite,
+the scene, 64x64 by default) through StreamSession with the shipped checkpoint and checks after every chunk that every state (weights, anchors, importance) is finite,
 renders a view (every head) every tenth of the clip and checks it is finite, and prints the
 process's resident memory at each tenth: flat means nothing grows with the clip's length.
 """
@@ -36,7 +35,7 @@ class Args:
     device: str = "cpu"
     long: int = 0  # > 0: the long-clip check with the shipped checkpoint over this many frames
     long_resolution: int = 64
-    ckpt: str = ""  # checkpoint for --long (default: assets/fsm-small.pt, else the CPU preview)
+    ckpt: str = ""  # checkpoint for --long (default: the shipped assets/fsm-small.pt)
     _worker: str = ""  # internal: "mode:frames" runs one measurement and prints JSON
 
 
@@ -99,7 +98,7 @@ def long_clip(args: Args) -> None:
     from fsm.cameras import look_at
 
     repo = Path(__file__).resolve().parents[1]
-    ckpt = Path(args.ckpt) if args.ckpt else next(p for p in (repo / "assets" / "fsm-small.pt", repo / "assets" / "fsm-small-cpu-preview.pt") if p.is_file())
+    ckpt = Path(args.ckpt) if args.ckpt else repo / "assets" / "fsm-small.pt"
     device = torch.device(args.device)
     model = fsm.load_checkpoint(ckpt, device=device)
     n, R = args.long, args.long_resolution

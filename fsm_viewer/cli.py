@@ -19,8 +19,6 @@ import tyro
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO / "assets" / "sample" / "sample.mp4"
 DEFAULT_CKPT = REPO / "assets" / "fsm-small.pt"
-# Used when the product checkpoint has not been trained yet; it says what it is (metadata "notice").
-PREVIEW_CKPT = REPO / "assets" / "fsm-small-cpu-preview.pt"
 
 
 @dataclasses.dataclass
@@ -31,7 +29,7 @@ class ClipArgs:
     """Video, image folder, or camera file (cameras next to a video/folder are found by name).
     Default: the shipped sample clip."""
     ckpt: Path | None = None
-    """Model checkpoint (.pt). Default: the shipped assets/fsm-small.pt (or the CPU preview)."""
+    """Model checkpoint (.pt). Default: the shipped assets/fsm-small.pt."""
     cameras: Path | None = None
     """Camera file to use instead of the one found next to the clip."""
     device: str = "auto"
@@ -118,8 +116,8 @@ def load_inputs(clip: Path, ckpt: Path | None, cameras: Path | None, device: str
     from fsm.precision import resolve_dtype
 
     if ckpt is None:
-        ckpt = next((c for c in (DEFAULT_CKPT, PREVIEW_CKPT) if c.is_file()), None)
-        if ckpt is None:
+        ckpt = DEFAULT_CKPT
+        if not ckpt.is_file():
             fail(
                 f"no checkpoint given and the shipped one at {DEFAULT_CKPT} is missing; "
                 "train one with `python train/pretrain.py` or pass --ckpt PATH", prog,

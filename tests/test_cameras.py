@@ -5,7 +5,7 @@ import math
 import torch
 
 from fsm.cameras import (
-    CoverCrop, PoseNormalization, interpolate_cameras, look_at, matrix_to_quaternion, normalize_poses,
+    CoverCrop, interpolate_cameras, look_at, matrix_to_quaternion, normalize_poses,
     normalize_times, pixel_rays, plucker_rays, project_points, quaternion_to_matrix, slerp, smooth_trajectory,
 )
 

@@ -11,7 +11,7 @@ from fsm.data.samples import HELDOUT_SCENES, heldout_samples
 from fsm.data.synthetic import make_path, make_scene, trace
 from fsm.geohead import FOOTPRINT_PX, frame_spacing, oracle_gaussians
 from fsm.metrics import psnr
-from fsm.model import FSM, Views, render_gaussians
+from fsm.model import FSM, render_gaussians
 from fsm.planesweep import NO_COST, chunk_groups, log_depth_planes, plane_sweep_cost
 from fsm.raster import rasterize
 from fsm.splat import render_4dgs, select_frames, slice_visible

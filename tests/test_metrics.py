@@ -1,9 +1,7 @@
 import math
 import socket
-from pathlib import Path
 
 import lpips as lpips_lib
-import numpy as np
 import pytest
 import torch
 

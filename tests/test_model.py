@@ -1,12 +1,11 @@
 """The FSM model, streaming exactness and checkpoints."""
 
-from pathlib import Path
 
 import pytest
 import torch
 
 import fsm
-from fsm.cameras import ClipNormalization, PoseNormalization, look_at, normalize_poses
+from fsm.cameras import ClipNormalization, look_at, normalize_poses
 from fsm.model import FSM, Views, patchify, preset, unpatchify
 from fsm.stream import StreamSession
 
@@ -224,11 +223,10 @@ def test_version_1_checkpoints_load_with_their_run_settings(tmp_path):
     assert loaded.config == model.config and loaded.stream == stream
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
-    # the shipped CPU preview is a version 1 file
-    shipped = Path(__file__).resolve().parents[1] / "assets" / "fsm-small-cpu-preview.pt"
-    assert torch.load(shipped, weights_only=True)["version"] == 1
-    preview = fsm.load_checkpoint(shipped)
-    assert preview.config == preset("small") and preview.stream == fsm.StreamConfig()
+    # version 1 spelled out the paper head's depth range; it loads as that head's default
+    spelled = {**v1, "config": {**v1["config"], "gs_near": 0.01, "gs_far": 100.0}}
+    torch.save(spelled, tmp_path / "v1_range.pt")
+    assert fsm.load_checkpoint(tmp_path / "v1_range.pt").config == model.config
 
 
 def test_atomic_save_keeps_old_file_on_crash(tmp_path, model, monkeypatch):

@@ -129,7 +129,7 @@ def test_model_forward_bf16_close_to_fp32():
         assert d.max() < 0.1 and d.mean() < 0.02, (head, d.max().item(), d.mean().item())
 
 
-SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "fsm-small-cpu-preview.pt"
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "fsm-small.pt"
 
 
 @pytest.mark.parametrize("source, min_psnr", [("tiny", 35.0), ("shipped", 45.0)])

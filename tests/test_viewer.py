@@ -247,7 +247,6 @@ def test_bad_input_exits_2_with_one_message(case, files, tmp_path, capsys, monke
     (tmp_path / "bad.json").write_text((video.with_suffix(".json")).read_text())
     (tmp_path / "junk.pt").write_bytes(b"junk")
     monkeypatch.setattr(cli_module, "DEFAULT_CKPT", tmp_path / "missing" / "fsm-small.pt")
-    monkeypatch.setattr(cli_module, "PREVIEW_CKPT", tmp_path / "missing" / "preview.pt")
     started = []
     monkeypatch.setattr(viser, "ViserServer", lambda *a, **k: started.append(1))
     with pytest.raises(SystemExit) as exit_info:
@@ -330,12 +329,11 @@ def test_4dgs_panels_show_splats_and_export_ply(viewer_4dgs, monkeypatch):
         page.close()
 
 
-def test_default_checkpoint_falls_back_to_the_labelled_preview(files, tmp_path, monkeypatch):
+def test_default_checkpoint_is_the_shipped_one(files, tmp_path, monkeypatch):
     video, ckpt = files
     model = fsm.load_checkpoint(ckpt)
-    model.metadata = {"notice": "a preview"}
-    fsm.save_checkpoint(tmp_path / "preview.pt", model, metadata=model.metadata)
-    monkeypatch.setattr(cli_module, "DEFAULT_CKPT", tmp_path / "missing.pt")
-    monkeypatch.setattr(cli_module, "PREVIEW_CKPT", tmp_path / "preview.pt")
+    model.metadata = {"notice": "shipped"}
+    fsm.save_checkpoint(tmp_path / "fsm-small.pt", model, metadata=model.metadata)
+    monkeypatch.setattr(cli_module, "DEFAULT_CKPT", tmp_path / "fsm-small.pt")
     loaded, _ = load_inputs(video, None, None, "cpu", None, 32)
-    assert loaded.metadata["notice"] == "a preview"
+    assert loaded.metadata["notice"] == "shipped"
