@@ -38,6 +38,7 @@ class Args:
     # train
     preset: str = "small"
     heads: tuple[str, ...] = ("lvsm", "4dgs")
+    gs_head: str = "geo"  # the 4DGS head design (the shipped recipe's)
     resolution: int = 64
     input_views: int = 16
     target_views: int = 8
@@ -60,7 +61,7 @@ def clock() -> float:
 
 def bench_train(args: Args) -> None:
     torch.manual_seed(0)
-    model = fsm.FSM.from_preset(args.preset, heads=tuple(args.heads)).train()
+    model = fsm.FSM.from_preset(args.preset, heads=tuple(args.heads), gs_head=args.gs_head).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     data = DataConfig(height=args.resolution, width=args.resolution, num_input=args.input_views, num_target=args.target_views, window=4 * args.input_views)
     sample = training_batch(make_source(data), 1, seed=0)
@@ -79,7 +80,7 @@ def bench_train(args: Args) -> None:
             opt.step()
             if i:
                 times[dt].append(clock() - t0)
-    print(f"\n## training step: preset {args.preset}, heads {' + '.join(args.heads)}, {args.resolution}x{args.resolution}, "
+    print(f"\n## training step: preset {args.preset}, heads {' + '.join(args.heads)} ({args.gs_head} 4DGS head), {args.resolution}x{args.resolution}, "
           f"{args.input_views} inputs + {args.target_views} targets, batch 1 ({tokens} tokens), median of {args.steps}\n")
     print("| dtype | step s | tokens/s | vs fp32 |\n|---|---|---|---|")
     med = {dt: float(np.median(t)) for dt, t in times.items()}
