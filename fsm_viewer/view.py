@@ -56,8 +56,8 @@ class BrowserView:
         self.app, self.client = app, client
         clip = app.clip
         self.state = ViewState(
-            time=app.time_span[0], head=app.heads[0], resolution=clip.cameras.height,
-            splats="4dgs" in app.heads,  # the browser-side view is the default with that head
+            time=app.time_span[0], head="4dgs" if "4dgs" in app.heads else app.heads[0], resolution=clip.cameras.height,
+            splats="4dgs" in app.heads,  # the 4DGS head is the default view where the checkpoint has it
         )  # fmt: skip
         self.path = CameraPath(height=clip.cameras.height, aspect=clip.cameras.width / clip.cameras.height)
         self.closed = False  # the browser left: long work for it (a video export) stops

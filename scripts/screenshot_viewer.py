@@ -1,6 +1,6 @@
 """Take the README screenshot: fsm-view on a clip with a checkpoint, in headless chromium.
 
-    python scripts/screenshot_viewer.py --ckpt assets/fsm-small-cpu-preview.pt --out docs/viewer.png
+    python scripts/screenshot_viewer.py --ckpt assets/fsm-small.pt --out docs/viewer.png
 
 Streams the whole clip, snaps the browser camera to an input frame (so the background is the
 model's render of a known view, with the ground truth and PSNR in the Render tab), and saves
@@ -41,6 +41,9 @@ class Args:
     """Input frame to snap the camera to (None: keep the initial view with the camera frustums)."""
     tab: str = "Render"
     """Panel tab shown in the picture (Stream, Render or Path)."""
+    browser_splats: bool = False
+    """Keep the browser-drawn splats on (headless chromium draws them in software WebGL, at a
+    frame every ~10 s); off, the page shows the server's render of the default (4DGS) head."""
     chromium: str = "/usr/bin/chromium"
 
 
@@ -65,6 +68,9 @@ def main(args: Args) -> None:
             wait_for(lambda: app.done and app.views)
             for close in page.locator(".mantine-Notification-closeButton").all():
                 close.click()
+            if not args.browser_splats and "4dgs" in app.heads:
+                page.get_by_role("tab", name="Render").click()
+                page.locator("div.mantine-Flex-root", has=page.get_by_text("Splats in the browser", exact=True)).locator("input").click()
             if args.frame is not None:
                 # as a person would: pick the frame, snap (render + ground truth + PSNR), hide the frustums
                 page.get_by_role("tab", name="Render").click()
