@@ -27,24 +27,9 @@ from fsm_viewer.panels import MAX_POINTS, decimate, guarded, importance_image
 from fsm_viewer.splats import BYTES_PER_GAUSSIAN, SplatStreamer, export_ply_sequence
 from fsm_viewer.view import UserError
 from tests.headless_browser import HeadlessBrowser
-from tests.test_viewer import SIZE, orbit_clip, wait_for
+from tests.test_viewer import SIZE, model, orbit_clip, viewer, wait_for  # noqa: F401 (fixtures)
 
 EVENT = type("Event", (), {"client": None})
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return fsm.FSM.from_preset("tiny").eval()
-
-
-@pytest.fixture
-def viewer(model):
-    server = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
-    app = ViewerApp(model, orbit_clip(), server, frames_per_chunk=2)
-    yield app
-    app.close()
-    server.stop()
 
 
 @pytest.fixture
