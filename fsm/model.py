@@ -6,8 +6,9 @@ Data flow for one clip (B clips in a batch):
                  each view, fast-weight UPDATE with the chunk's tokens (+ apply), FFN
     target views --tokenize (RGB zeroed)--> every block: attention within each view, fast-weight
                  APPLY with the current state, FFN --> LVSM head --> RGB
-    4DGS head:   the input views again, as apply-only "virtual views" (RGB kept) --> 20 numbers
-                 per pixel --> pixel-aligned 4D Gaussians --> slice at the target time, rasterize
+    4DGS head:   the input views again, as apply-only "virtual views" (RGB kept) --> pixel-aligned
+                 4D Gaussians (the paper's head: 20 numbers per pixel; the geo head, fsm/geohead.py:
+                 input colours, plane-sweep depth) --> slice at the target time, rasterize
 
 T = (H/p)(W/p) tokens per view. Target views never see each other, so they can be rendered
 one at a time, and the same chunk loop serves training (forward) and streaming (fsm.stream.StreamSession).
