@@ -19,7 +19,8 @@ backbone has no cross-view attention. This head starts from what the inputs alre
 
 Renders at time t show the Gaussians of the input frame(s) nearest t over those of the next
 nearest, which fill its holes (fsm.splat.render_4dgs with frame_times): splatting many frames at
-once mixes misaligned frames and the moving objects' shadows. The same rules with the engine's true depth are the *oracle* (oracle_gaussians).
+once mixes misaligned frames and the moving objects' shadows. The same rules with the engine's
+true depth are the *oracle* (oracle_gaussians).
 
 Shapes: B clips, V views, H x W pixels, P planes, N = V*H*W Gaussians per clip.
 """
