@@ -131,7 +131,7 @@ def estimate_cameras(
     import pycolmap  # heavy; only this function needs it
 
     pycolmap.logging.minloglevel = 2  # COLMAP's INFO/WARNING chatter would bury the progress bars
-    pycolmap.set_random_seed(0)  # RANSAC sampling (multi-threaded bundle adjustment still varies slightly)
+    pycolmap.set_random_seed(0)  # RANSAC sampling; mapping runs on one thread (below) for the same reason
     with tempfile.TemporaryDirectory(prefix="fsm-sfm-") as tmp:
         tmp = Path(tmp)
         images, db = tmp / "images", tmp / "database.db"
@@ -154,6 +154,7 @@ def estimate_cameras(
         pycolmap.import_images(db, images, pycolmap.CameraMode.SINGLE, options=reader)
         extraction = pycolmap.FeatureExtractionOptions()
         extraction.sift.max_num_features = MAX_FEATURES
+        extraction.num_threads = 1  # every COLMAP stage on one thread: reproducible cameras (see mapping)
         extraction.sift.first_octave = -1 if max(sfm_hw) < UPSAMPLE_BELOW else 0
         for name in tqdm(names, desc="sfm: features", unit="frame", disable=not progress):
             pycolmap.extract_features(db, images, image_names=[name], camera_mode=pycolmap.CameraMode.SINGLE,
@@ -164,13 +165,18 @@ def estimate_cameras(
         with tqdm(total=1, desc="sfm: matching", unit="run", disable=not progress) as bar:
             pairing = pycolmap.SequentialPairingOptions()
             pairing.overlap, pairing.quadratic_overlap = SEQUENTIAL_OVERLAP, True
-            pycolmap.match_sequential(db, pairing_options=pairing, device=pycolmap.Device.cpu)
+            matching = pycolmap.FeatureMatchingOptions()
+            matching.num_threads = 1
+            pycolmap.match_sequential(db, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu)
             bar.update()
         stage("matching")
 
         # 4. Incremental mapping; the callback fires once per registered image.
         options = pycolmap.IncrementalPipelineOptions()
         options.random_seed = 0
+        # One thread: COLMAP's multi-threaded bundle adjustment sums in a varying order, and the
+        # cameras then differ from run to run (seen: focal -4% .. +7% on the test clip).
+        options.num_threads = options.mapper.num_threads = 1
         with tqdm(total=n, desc="sfm: mapping", unit="frame", disable=not progress) as bar:
             models = pycolmap.incremental_mapping(db, images, tmp / "sparse", options,
                                                   next_image_callback=lambda: bar.update() if bar.n < n else None)
