@@ -192,14 +192,23 @@ class StreamSession:
         return image[0] if single else image
 
     @torch.inference_mode()
-    def gaussians(self, time: float, prune_below: float = MARGINAL_CULL) -> Gaussians3D:
+    def gaussians(self, time: float, prune_below: float = MARGINAL_CULL, footprint_px: float = 0.0) -> Gaussians3D:
         """4DGS head: the scene's 3D Gaussians at `time` (seconds), in the clip's world frame.
 
         Gaussians whose temporal marginal is below `prune_below` or whose opacity cannot reach
-        the rasterizer's alpha threshold are dropped (fsm.splat.slice_visible)."""
+        the rasterizer's alpha threshold are dropped (fsm.splat.slice_visible).
+
+        footprint_px (geo head): widen each Gaussian by that many pixels of its own input frame
+        (in quadrature). The model's rasterizer adds 0.3 px^2 in the pixels of the frames it was
+        trained at; a renderer drawing at another resolution (the browser) adds it in its own,
+        and the 0.3-pixel splats stop overlapping: sqrt(0.3) restores what the model saw."""
         t = self.clip_norm.times(torch.tensor([float(time)], dtype=torch.float64)).item()
-        # the geo head shows the frame(s) nearest t; their fill layer needs two-pass compositing
-        decoded = self._nearest_decoded(t, self.model.config.gs_front)[0] if self._geo else self._decoded()
+        if self._geo:  # the frame(s) nearest t; their fill layer needs two-pass compositing
+            decoded, _, sources = self._nearest_decoded(t, self.model.config.gs_front, with_cameras=True)
+            if footprint_px > 0:
+                decoded = widen(decoded, sources, footprint_px)
+        else:
+            decoded = self._decoded()
         g = slice_visible(decoded, t, prune_below)
         n = self.clip_norm.poses
         return Gaussians3D(n.points_to_world(g.means), n.covariances_to_world(g.covariances), g.rgb, g.opacities)
@@ -226,9 +235,10 @@ class StreamSession:
             self._kept = self._kept[::2]
             self._kept_stride *= 2
 
-    def _nearest_decoded(self, t: float, count: int) -> tuple[Gaussians4D, torch.Tensor]:
+    def _nearest_decoded(self, t: float, count: int, with_cameras: bool = False):
         """The Gaussians of the `count` kept frames nearest normalised time t, frame by frame
-        ((count * pixels,) and their frames' times (count,)), decoding each frame once per chunk."""
+        ((count * pixels,) and their frames' times (count,)), decoding each frame once per chunk;
+        with_cameras: also the frames' Views (c2w, fxfycxcy of each, batch of one)."""
         if not self._kept:
             raise ValueError("the 4DGS head needs at least one ingested chunk (feed frames first)")
         frames = [(c, i) for c, chunk in enumerate(self._kept) for i in range(chunk.num_views)]
@@ -244,7 +254,11 @@ class StreamSession:
                     self._decoded_frames[(c, i)] = g[k * per : (k + 1) * per]
         parts = [self._decoded_frames[f] for f in picked]
         g = Gaussians4D(**{k: torch.cat([getattr(p, k) for p in parts]) for k in vars(parts[0])})
-        return g, torch.stack([self._kept[c].times[0, i] for c, i in picked])
+        times = torch.stack([self._kept[c].times[0, i] for c, i in picked])
+        if not with_cameras:
+            return g, times
+        cams = Views(*(torch.stack([getattr(self._kept[c], k)[0, i] for c, i in picked])[None] for k in ("c2w", "fxfycxcy", "times")))
+        return g, times, cams
 
     def _remember_virtual_views(self, views: Views, first_index: int) -> None:
         """Keep every `stride`-th fed frame; when over budget, drop every other kept frame and
@@ -306,3 +320,15 @@ class StreamSession:
         importance_max, importance_frac_above_mean) of `matrix`, for every processed chunk."""
         rows = [[getattr(s, stat)[matrix] for s in r.layers] for r in self.history]
         return torch.tensor(rows, dtype=torch.float64).reshape(len(self.history), self.num_layers)
+
+
+def widen(g: Gaussians4D, frames: Views, footprint_px: float) -> Gaussians4D:
+    """Gaussians laid out frame by frame (N = V * pixels) with their spatial scales widened in
+    quadrature by footprint_px pixels of their own frame at their distance from its camera."""
+    V = frames.num_views
+    per = g.mean_t.shape[0] // V
+    centres = frames.c2w[0, :, :3, 3].repeat_interleave(per, 0)  # (N,3)
+    focal = frames.fxfycxcy[0, :, :2].mean(-1).repeat_interleave(per, 0)  # (N,)
+    extra = footprint_px * (g.means_xyz - centres).norm(dim=-1) / focal  # (N,) world std
+    return Gaussians4D(**{**vars(g), "scales_xyz": (g.scales_xyz.square() + extra[:, None].square()).sqrt()})
+

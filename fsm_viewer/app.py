@@ -207,10 +207,11 @@ class ViewerApp:
         with self.lock:
             return self.session.render(c2w, fxfycxcy, time, height, width, head=head or self.heads[0]).float().cpu()
 
-    def gaussians(self, time: float) -> Gaussians3D:
-        """4DGS head: the 3D Gaussians at a clip time, clip world frame."""
+    def gaussians(self, time: float, footprint_px: float = 0.0) -> Gaussians3D:
+        """4DGS head: the 3D Gaussians at a clip time, clip world frame (footprint_px: see
+        StreamSession.gaussians; the browser's splats use it, exports do not)."""
         with self.lock:
-            return self.session.gaussians(time)
+            return self.session.gaussians(time, footprint_px=footprint_px)
 
     def trajectory_camera(self, s: float) -> tuple[torch.Tensor, float]:
         """Pose on the clip's smoothed camera trajectory at frame parameter s in [0, N-1], and its fov."""

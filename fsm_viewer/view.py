@@ -13,6 +13,7 @@ there moves another person's page.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 import viser
 
 from fsm.gaussians import Gaussians3D
+from fsm.raster import EPS_2D
 from fsm.metrics import psnr
 from fsm_viewer import scene
 from fsm_viewer.paths import CameraPath, Keyframe
@@ -103,7 +105,9 @@ class BrowserView:
         return snap(h, self.app.patch), snap(h * aspect, self.app.patch)
 
     def _slice(self, t: float) -> Gaussians3D | None:
-        return None if self.app.empty else self.app.gaussians(t)
+        # the browser draws at its own resolution: widen the splats by the rasterizer's dilation
+        # in the model's pixels (sqrt(0.3) px), which the browser adds only in its own
+        return None if self.app.empty else self.app.gaussians(t, footprint_px=math.sqrt(EPS_2D))
 
     # -- actions ---------------------------------------------------------------------------------
 

@@ -41,9 +41,9 @@ class Args:
     """Input frame to snap the camera to (None: keep the initial view with the camera frustums)."""
     tab: str = "Render"
     """Panel tab shown in the picture (Stream, Render or Path)."""
-    browser_splats: bool = False
-    """Keep the browser-drawn splats on (headless chromium draws them in software WebGL, at a
-    frame every ~10 s); off, the page shows the server's render of the default (4DGS) head."""
+    browser_splats: bool = True
+    """Keep the browser-drawn splats on, the default view (headless chromium draws them in
+    software WebGL, slowly); --no-browser-splats shows the server's render of the 4DGS head."""
     chromium: str = "/usr/bin/chromium"
 
 

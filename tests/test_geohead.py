@@ -240,3 +240,22 @@ def test_geo_stream_equals_batched_decode_and_keeps_frames_bounded(geo_model):
     for _ in range(5):
         long.feed(i.images[0], i.c2w[0], i.fxfycxcy[0], i.times[0].double())
     assert sum(c.num_views for c in long._kept) <= 6 and all(c.num_views == 2 for c in long._kept)
+
+
+def test_browser_splats_are_widened_by_the_model_pixel_footprint(geo_model):
+    """gaussians(t, footprint_px=k): each covariance gains (k * distance / focal)^2 of its own
+    frame's camera, in quadrature; the means, colours and opacities are the exact ones."""
+    s = _heldout(n_in=6)
+    i = s.inputs
+    session = StreamSession(geo_model, stream=geo_model.stream_config(frames_per_chunk=2))
+    session.feed(i.images[0], i.c2w[0], i.fxfycxcy[0], i.times[0].double())
+    t = i.times[0, 2].item()
+    exact = session.gaussians(t, prune_below=0.0)
+    wide = session.gaussians(t, prune_below=0.0, footprint_px=0.5)
+    torch.testing.assert_close(wide.means, exact.means)
+    torch.testing.assert_close(wide.opacities, exact.opacities)
+    dist = (exact.means - i.c2w[0, 2, :3, 3]).norm(dim=-1)
+    extra = (0.5 * dist / i.fxfycxcy[0, 2, :2].mean()) ** 2
+    # the trace grows by 3 x extra (isotropic), up to the slicing's conditioning on time
+    grow = torch.diagonal(wide.covariances, dim1=-2, dim2=-1).sum(-1) - torch.diagonal(exact.covariances, dim1=-2, dim2=-1).sum(-1)
+    torch.testing.assert_close(grow, 3 * extra, rtol=1e-3, atol=1e-7)
