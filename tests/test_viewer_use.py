@@ -27,7 +27,7 @@ from fsm_viewer.panels import MAX_POINTS, decimate, guarded, importance_image
 from fsm_viewer.splats import BYTES_PER_GAUSSIAN, SplatStreamer, export_ply_sequence
 from fsm_viewer.view import UserError
 from tests.headless_browser import HeadlessBrowser
-from tests.test_viewer import SIZE, model, orbit_clip, viewer, wait_for  # noqa: F401 (fixtures)
+from tests.test_viewer import SIZE, model, orbit_clip, viewer, viewer_4dgs, wait_for  # noqa: F401 (fixtures)
 
 EVENT = type("Event", (), {"client": None})
 
@@ -310,16 +310,6 @@ def test_splat_pushes_are_coalesced_latest_time_wins():
     finally:
         streamer.stop()
     assert not streamer._thread.is_alive()
-
-
-@pytest.fixture
-def viewer_4dgs():
-    torch.manual_seed(0)
-    server = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
-    app = ViewerApp(fsm.FSM.from_preset("tiny", heads=("lvsm", "4dgs")).eval(), orbit_clip(), server, frames_per_chunk=4)
-    yield app
-    app.close()
-    server.stop()
 
 
 def test_splats_follow_the_browser_time_and_push_over_the_wire(viewer_4dgs):
