@@ -88,3 +88,14 @@ def select_frames(g: Gaussians4D, num_frames: int, frames: torch.Tensor) -> Gaus
     per_frame = g.mean_t.shape[-1] // num_frames
     idx = (frames[:, None] * per_frame + torch.arange(per_frame, device=frames.device)).reshape(-1)
     return g[idx]
+
+
+def widen(g: Gaussians4D, c2w: torch.Tensor, fxfycxcy: torch.Tensor, footprint_px: float) -> Gaussians4D:
+    """Gaussians laid out frame by frame (N = V * pixels) with their spatial scales widened in
+    quadrature by footprint_px pixels of their own frame (cameras c2w (V,4,4), fxfycxcy (V,4)) at
+    their distance from its camera."""
+    per = g.mean_t.shape[0] // c2w.shape[0]
+    centres = c2w[:, :3, 3].repeat_interleave(per, 0)  # (N,3)
+    focal = fxfycxcy[:, :2].mean(-1).repeat_interleave(per, 0)  # (N,)
+    extra = footprint_px * (g.means_xyz - centres).norm(dim=-1) / focal  # (N,) world std
+    return Gaussians4D(**{**vars(g), "scales_xyz": (g.scales_xyz.square() + extra[:, None].square()).sqrt()})

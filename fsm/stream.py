@@ -26,7 +26,7 @@ from fsm.cameras import ClipNormalization
 from fsm.gaussians import Gaussians3D, Gaussians4D
 from fsm.lacet import ElasticConfig, ElasticState, UpdateStats
 from fsm.model import FSM, StreamConfig, Views
-from fsm.splat import MARGINAL_CULL, frame_order, render_4dgs, slice_visible
+from fsm.splat import MARGINAL_CULL, frame_order, render_4dgs, slice_visible, widen
 
 
 @dataclass
@@ -206,7 +206,7 @@ class StreamSession:
         if self._geo:  # the frame(s) nearest t; their fill layer needs two-pass compositing
             decoded, _, sources = self._nearest_decoded(t, self.model.config.gs_front, with_cameras=True)
             if footprint_px > 0:
-                decoded = widen(decoded, sources, footprint_px)
+                decoded = widen(decoded, sources.c2w[0], sources.fxfycxcy[0], footprint_px)
         else:
             decoded = self._decoded()
         g = slice_visible(decoded, t, prune_below)
@@ -320,15 +320,3 @@ class StreamSession:
         importance_max, importance_frac_above_mean) of `matrix`, for every processed chunk."""
         rows = [[getattr(s, stat)[matrix] for s in r.layers] for r in self.history]
         return torch.tensor(rows, dtype=torch.float64).reshape(len(self.history), self.num_layers)
-
-
-def widen(g: Gaussians4D, frames: Views, footprint_px: float) -> Gaussians4D:
-    """Gaussians laid out frame by frame (N = V * pixels) with their spatial scales widened in
-    quadrature by footprint_px pixels of their own frame at their distance from its camera."""
-    V = frames.num_views
-    per = g.mean_t.shape[0] // V
-    centres = frames.c2w[0, :, :3, 3].repeat_interleave(per, 0)  # (N,3)
-    focal = frames.fxfycxcy[0, :, :2].mean(-1).repeat_interleave(per, 0)  # (N,)
-    extra = footprint_px * (g.means_xyz - centres).norm(dim=-1) / focal  # (N,) world std
-    return Gaussians4D(**{**vars(g), "scales_xyz": (g.scales_xyz.square() + extra[:, None].square()).sqrt()})
-
