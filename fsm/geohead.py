@@ -5,11 +5,13 @@ On a CPU budget that starts far from a good answer (noise) and learns depth slow
 backbone has no cross-view attention. This head starts from what the inputs already say:
 
   * colour   = the Gaussian's own input pixel + a learned residual (zero at init);
-  * depth    = a softmax over P depth planes (even in log depth between near and far) whose
+  * depth    = a distribution over P depth planes (even in log depth between near and far) whose
                logits are -temperature * (plane-sweep photometric cost against the other frames of
                the same chunk, fsm.planesweep) + a learned correction from a small CNN over
-               [cost volume, RGB, backbone features]; the expected log depth is the depth
-               (MVSplat-style soft-argmin). At init it is the plane sweep's soft winner;
+               [cost volume, RGB, backbone features]; the depth is the expected log depth over the
+               most likely plane and its neighbours (plane_readout). At init it is the plane sweep's
+               winner. Where true depth is known the logits learn by classification
+               (plane_cross_entropy), which moves probability to the right plane from anywhere;
   * scale    = the pixel's footprint at that depth (FOOTPRINT_PX pixels) x exp(learned residual),
                isotropic at init;
   * time     = the frame's time (+ a bounded learned offset); temporal std = the frame spacing of
@@ -86,6 +88,38 @@ def geo_gaussians(
     )
 
 
+def plane_readout(logits: torch.Tensor, log_planes: torch.Tensor, radius: int = 1) -> torch.Tensor:
+    """(..., P, H, W) plane logits -> (..., H, W) log depth: the softmax expectation of log depth over
+    the most likely plane and its `radius` neighbours on either side (sub-plane, differentiable).
+
+    Not the soft-argmin over all planes: plane-sweep costs differ by a few hundredths between
+    planes, so a softmax over all of them is nearly flat and its expectation sits mid-range, and
+    two separate modes (a wall, the far bound) average to a depth neither supports. Measured on 4
+    held-out novel scenes, 64x64, 32 planes: soft-argmin (temperature 20) median abs-rel 4-17,
+    the winning plane 0.11-0.59."""
+    P = logits.shape[-3]
+    best = logits.argmax(-3, keepdim=True)  # (...,1,H,W)
+    window = best + torch.arange(-radius, radius + 1, device=logits.device)[:, None, None]  # (...,2r+1,H,W)
+    inside = (window >= 0) & (window < P)
+    window = window.clamp(0, P - 1)
+    local = logits.float().gather(-3, window).masked_fill(~inside, float("-inf"))
+    return (local.softmax(-3) * log_planes[window]).sum(-3)
+
+
+def plane_cross_entropy(logits: torch.Tensor, log_planes: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of (..., P, H, W) plane logits against the true depth (..., H, W) as a
+    two-hot target: the two planes around its log depth, weighted linearly (so the readout's
+    expectation can hit it between planes); depths beyond the range (the sky: inf) go to the end planes."""
+    P = log_planes.shape[0]
+    step = (log_planes[-1] - log_planes[0]) / (P - 1)
+    x = ((depth.float().clamp(min=1e-12).log() - log_planes[0]) / step).clamp(0, P - 1)  # fractional plane index
+    lo = x.floor().long().clamp(max=P - 2)
+    frac = (x - lo)[..., None, :, :]  # (...,1,H,W)
+    logp = logits.float().log_softmax(-3)
+    picked = torch.cat([logp.gather(-3, lo[..., None, :, :]), logp.gather(-3, lo[..., None, :, :] + 1)], -3)  # (...,2,H,W)
+    return -(picked[..., :1, :, :] * (1 - frac) + picked[..., 1:, :, :] * frac).mean()
+
+
 def oracle_gaussians(depth: torch.Tensor, images, c2w, fxfycxcy, times, gap, far: float) -> Gaussians4D:
     """The head's rules with a given (true) depth (B,V,H,W) and no learned residual; sky (inf) at `far`."""
     B, V, _, H, W = images.shape
@@ -116,8 +150,9 @@ class GeoGaussianHead(nn.Module):
     def planes(self) -> torch.Tensor:
         return self.log_planes.exp()
 
-    def forward(self, tokens, cost, images, c2w, fxfycxcy, times, gap) -> tuple[Gaussians4D, torch.Tensor]:
-        """tokens (B,V,T,D), cost (B,V,P,H,W), images (B,V,3,H,W) -> (Gaussians (B,V*H*W), depth (B,V,H,W))."""
+    def forward(self, tokens, cost, images, c2w, fxfycxcy, times, gap) -> tuple[Gaussians4D, torch.Tensor, torch.Tensor]:
+        """tokens (B,V,T,D), cost (B,V,P,H,W), images (B,V,3,H,W)
+        -> (Gaussians (B,V*H*W), depth (B,V,H,W), plane logits (B,V,P,H,W))."""
         B, V, P, H, W = cost.shape
         feats = unpatchify(self.proj(self.norm(tokens)), self.patch, H, W)  # (B,V,F,H,W)
         x = torch.cat([cost.to(feats), images.to(feats) * 2 - 1, feats], 2).reshape(B * V, -1, H, W)
@@ -126,6 +161,5 @@ class GeoGaussianHead(nn.Module):
         u = F.interpolate(m, size=(H, W), mode="bilinear", align_corners=False)
         y = self.out(F.gelu(self.up(torch.cat([s, u], 1)))).reshape(B, V, P + RAW_REST, H, W)
         logits = -self.log_temperature.exp() * cost.to(y) + y[:, :, :P]
-        log_depth = (logits.float().softmax(2) * self.log_planes[:, None, None]).sum(2)  # (B,V,H,W)
-        depth = log_depth.exp()
-        return geo_gaussians(depth, images, y[:, :, P:], c2w, fxfycxcy, times, gap), depth
+        depth = plane_readout(logits, self.log_planes).exp()  # (B,V,H,W)
+        return geo_gaussians(depth, images, y[:, :, P:], c2w, fxfycxcy, times, gap), depth, logits

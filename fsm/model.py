@@ -384,7 +384,14 @@ class FSM(nn.Module):
         H, W = virtual_views.images.shape[-2:]
         if self.config.gs_head == "paper":
             return self.gaussian_head(self.query(states, virtual_views, H, W), virtual_views, H, W)
-        v = virtual_views
+        return self.decode_geo(states, virtual_views, groups, refs)[0]
+
+    def decode_geo(
+        self, states: list[ElasticState], v: Views, groups: list[list[int]] | None = None, refs: list[int] | None = None
+    ) -> tuple[Gaussians4D, torch.Tensor]:
+        """The geo head's Gaussians (as decode_gaussians) and its depth-plane logits (B, R, P, H, W)
+        for the R = len(refs) decoded views (what training's plane classification needs)."""
+        H, W = v.images.shape[-2:]
         groups = groups or chunk_groups(v.num_views, self.stream.frames_per_chunk)
         refs = list(range(v.num_views)) if refs is None else list(refs)
         picked = v[refs]
@@ -395,7 +402,8 @@ class FSM(nn.Module):
             cost = picked.images.new_full((*picked.images.shape[:2], planes.shape[0], H, W), NO_COST)
         gap = frame_spacing(v.times, groups)[:, refs]
         tokens = self.query(states, picked, H, W)
-        return self.gaussian_head(tokens, cost, picked.images, picked.c2w, picked.fxfycxcy, picked.times, gap)[0]
+        g, _, logits = self.gaussian_head(tokens, cost, picked.images, picked.c2w, picked.fxfycxcy, picked.times, gap)
+        return g, logits
 
     # -- training ----------------------------------------------------------------------------
 
@@ -409,7 +417,8 @@ class FSM(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Feed the inputs in chunks of whole frames, then render the targets with each head:
         {head: (B, Vt, 3, H, W)} for `heads` (default: all the model has). "depth" in heads adds
-        the 4DGS head's depth of every input pixel, {"depth": (B, V_in, H, W)}.
+        the 4DGS head's depth of every input pixel, {"depth": (B, V_in, H, W)}, and for the geo head
+        its depth-plane logits, {"depth_logits": (B, V_in, P, H, W)}.
 
         The same chunk loop as StreamSession, so a streamed clip equals this batched pass.
         """
@@ -427,10 +436,14 @@ class FSM(nn.Module):
             if head == "lvsm":
                 out[head] = self.render_lvsm(states, targets, H, W)
             elif head == "4dgs":
-                g = self.decode_gaussians(states, inputs, chunk_groups(inputs.num_views, fpc))
+                groups = chunk_groups(inputs.num_views, fpc)
                 if self.config.gs_head == "geo":
+                    g, logits = self.decode_geo(states, inputs, groups)
                     out[head] = render_gaussians(g, targets, H, W, inputs.times, self.config.gs_front, self.config.gs_fill)
+                    if "depth" in heads:
+                        out["depth_logits"] = logits
                 else:
+                    g = self.decode_gaussians(states, inputs, groups)
                     out[head] = render_gaussians(g, targets, H, W)
                 if "depth" in heads:  # distance of each pixel's Gaussian along its ray: (B, V_in, H, W)
                     origins = inputs.c2w[:, :, None, :3, 3].expand(-1, -1, H * W, -1).reshape(g.means_xyz.shape)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from fsm.cameras import look_at, pixel_rays, project_points
 from fsm.data.samples import HELDOUT_SCENES, heldout_samples
 from fsm.data.synthetic import make_path, make_scene, trace
-from fsm.geohead import FOOTPRINT_PX, frame_spacing, oracle_gaussians
+from fsm.geohead import FOOTPRINT_PX, frame_spacing, oracle_gaussians, plane_cross_entropy, plane_readout
 from fsm.metrics import psnr
 from fsm.model import FSM, render_gaussians
 from fsm.planesweep import NO_COST, chunk_groups, log_depth_planes, plane_sweep_cost
@@ -191,10 +191,62 @@ def test_geo_head_starts_from_input_colours_and_the_plane_sweep(geo_model):
     torch.testing.assert_close(g.rgb[0], i.images[0].permute(0, 2, 3, 1).reshape(-1, 3))  # zero residual at init
     head = geo_model.gaussian_head
     cost = torch.stack([plane_sweep_cost(i.images[0], i.c2w[0], i.fxfycxcy[0], chunk_groups(6, 2), head.planes)])
-    soft = (-head.log_temperature.exp() * cost).softmax(2)
-    expected = (soft * head.log_planes[:, None, None]).sum(2).exp()  # (1,V,H,W) soft-argmin depth
+    # reference readout by masking: the softmax of the logits over the cheapest plane and its two neighbours
+    logits = -head.log_temperature.exp() * cost  # (1,V,P,H,W)
+    plane = torch.arange(cost.shape[2])[:, None, None]
+    near_best = (plane - cost.argmin(2, keepdim=True)).abs() <= 1
+    weights = logits.masked_fill(~near_best, float("-inf")).softmax(2)
+    expected = (weights * head.log_planes[:, None, None]).sum(2).exp()  # (1,V,H,W)
     o = i.c2w[0, :, None, :3, 3].expand(-1, 32 * 32, -1).reshape(-1, 3)
     torch.testing.assert_close((g.means_xyz[0] - o).norm(dim=-1), expected.reshape(-1), rtol=1e-4, atol=1e-4)
+
+
+def test_plane_readout_takes_the_winning_mode_between_planes():
+    log_planes = torch.log(log_depth_planes(0.5, 50.0, 8))  # (8,)
+    logits = torch.full((3, 8, 1, 1), -30.0)
+    logits[0, 5] = 0.0  # one sharp plane -> that plane's depth
+    logits[1, 2] = logits[1, 3] = 0.0  # two equal neighbours -> halfway in log depth
+    logits[2, 1] = 5.0  # a winning near mode and a weaker far one: the far mode does not pull the depth
+    logits[2, 7] = 4.0
+    out = plane_readout(logits, log_planes)[:, 0, 0]
+    torch.testing.assert_close(out, torch.stack([log_planes[5], (log_planes[2] + log_planes[3]) / 2, log_planes[1]]), atol=1e-5, rtol=0)
+    soft_argmin = (logits[2, :, 0, 0].softmax(0) * log_planes).sum()
+    assert soft_argmin > log_planes[2]  # what the global expectation would have said
+
+
+def test_plane_readout_at_the_end_planes_stays_in_range():
+    log_planes = torch.log(log_depth_planes(0.5, 50.0, 4))
+    logits = torch.tensor([[9.0, 0.0, -9.0, -9.0], [-9.0, -9.0, 0.0, 9.0]])[..., None, None]  # (2,4,1,1)
+    out = plane_readout(logits, log_planes)[:, 0, 0]
+    w = torch.tensor([9.0, 0.0]).softmax(0)  # only the end plane and its one neighbour
+    torch.testing.assert_close(out, torch.stack([w[0] * log_planes[0] + w[1] * log_planes[1], w[0] * log_planes[3] + w[1] * log_planes[2]]))
+
+
+def test_plane_cross_entropy_is_two_hot_against_the_true_log_depth():
+    log_planes = torch.log(log_depth_planes(1.0, 100.0, 5))  # planes 1, 3.16, 10, 31.6, 100
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 1, 2, generator=g)  # (B,P,H,W)
+    depth = torch.tensor([[[10.0, math.sqrt(10.0 * 31.6227766)]], [[float("inf"), 0.1]]])  # (B,H,W): on plane 2; halfway 2-3; sky; nearer than near
+    target = torch.zeros(2, 5, 1, 2)
+    target[0, 2, 0, 0] = 1.0
+    target[0, 2, 0, 1] = target[0, 3, 0, 1] = 0.5
+    target[1, 4, 0, 0] = 1.0
+    target[1, 0, 0, 1] = 1.0
+    expected = -(target * logits.log_softmax(1)).sum(1).mean()
+    torch.testing.assert_close(plane_cross_entropy(logits, log_planes, depth), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_plane_cross_entropy_teaches_the_readout_the_true_depth():
+    log_planes = torch.log(log_depth_planes(0.3, 3000.0, 32))
+    truth = torch.exp(torch.empty(1, 4, 4).uniform_(math.log(0.5), math.log(1000.0), generator=torch.Generator().manual_seed(1)))
+    logits = torch.zeros(1, 32, 4, 4, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=0.3)
+    for _ in range(200):
+        opt.zero_grad()
+        plane_cross_entropy(logits, log_planes, truth).backward()
+        opt.step()
+    depth = plane_readout(logits.detach(), log_planes).exp()
+    assert ((depth - truth).abs() / truth).max() < 0.05
 
 
 def test_geo_training_forward_gives_depth_and_gradients():

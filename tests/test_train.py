@@ -317,6 +317,25 @@ def test_depth_loss_is_mean_absolute_log_ratio_with_the_sky_at_far():
     assert abs(lib.depth_loss(depth, truth, far=1000.0).item() - expected) < 1e-6
 
 
+def test_depth_supervision_adds_the_plane_cross_entropy_for_the_geo_head():
+    from fsm.geohead import plane_cross_entropy
+
+    torch.manual_seed(0)
+    geo = fsm.FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo")
+    paper = fsm.FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="paper")
+    depth = torch.rand(1, 2, 4, 4) * 10 + 0.5
+    truth = torch.rand(1, 2, 4, 4) * 10 + 0.5
+    logits = torch.randn(1, 2, geo.config.gs_planes, 4, 4)
+    loss, parts = lib.depth_supervision({"depth": depth, "depth_logits": logits}, truth, geo)
+    ce = plane_cross_entropy(logits, geo.gaussian_head.log_planes, truth)
+    log_l1 = (depth.log() - truth.log()).abs().mean()
+    torch.testing.assert_close(loss, log_l1 + ce)
+    assert parts == pytest.approx({"depth_logl1": log_l1.item(), "depth_plane_ce": ce.item()})
+    loss, parts = lib.depth_supervision({"depth": depth}, truth, paper)  # the paper head has no planes
+    torch.testing.assert_close(loss, log_l1)
+    assert set(parts) == {"depth_logl1"}
+
+
 def test_geo_head_trains_on_true_depth_and_eval_reports_oracle_and_depth_error(tmp_path):
     cfg = tiny(tmp_path, steps=3, model=lib.ModelOptions(preset="tiny", heads=("lvsm", "4dgs"), gs_head="geo"), lpips_start=100)
     lib.pretrain(cfg)

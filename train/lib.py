@@ -38,7 +38,7 @@ from fsm.checkpoint import checkpoint_configs, differences, read_checkpoint, sav
 from fsm.data.samples import HELDOUT_SCENES, REGIMES, ClipSource, Sample, SampleConfig, SampleSource, SyntheticSource, heldout_samples
 from fsm.lacet import ElasticConfig
 from fsm.metrics import lpips, psnr, ssim
-from fsm.geohead import frame_spacing, oracle_gaussians
+from fsm.geohead import frame_spacing, oracle_gaussians, plane_cross_entropy
 from fsm.model import FSM, GS_RANGES, StreamConfig, Views, render_gaussians
 from fsm.planesweep import chunk_groups
 from fsm.precision import DtypeChoice, resolve_dtype
@@ -116,8 +116,9 @@ class TrainConfig:
     lpips_start: int = 2500
     """Step from which the LPIPS term is on (L2 only before)."""
     depth_weight: float = 0.1
-    """Weight of the 4DGS head's depth loss, mean |log depth - log true depth| over input pixels
-    (sky at the far bound), where samples carry true depth (the synthetic engine; 0 = off)."""
+    """Weight of the 4DGS head's depth losses where samples carry true depth (the synthetic engine;
+    0 = off): mean |log depth - log true depth| over input pixels (sky at the far bound) plus, for
+    the geo head, the cross-entropy of its depth planes (depth_supervision)."""
     dtype: DtypeChoice = "auto"
     """Compute precision of the transformer blocks (fsm.precision): auto = bf16 where the device
     multiplies it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
@@ -303,6 +304,20 @@ def depth_loss(depth: torch.Tensor, truth: torch.Tensor, far: float) -> torch.Te
     (abs-rel) is relative: an error of 10% costs the same near and far."""
     truth = truth.float().clamp(max=far)
     return (depth.float().clamp(min=1e-6).log() - truth.log()).abs().mean()
+
+
+def depth_supervision(pred: dict, truth: torch.Tensor, model: FSM) -> tuple[torch.Tensor, dict]:
+    """The 4DGS head's depth losses from the forward's "depth" (and, geo head, "depth_logits"):
+    log-L1 on the depth plus the planes' cross-entropy against the true depth (fsm.geohead). The
+    log-L1 alone only refines around the plane the head already picks (its readout is local); the
+    cross-entropy moves probability to the right plane from anywhere."""
+    log_l1 = depth_loss(pred["depth"], truth, model.config.gs_range[1])
+    parts = {"depth_logl1": log_l1.item()}
+    if "depth_logits" not in pred:
+        return log_l1, parts
+    ce = plane_cross_entropy(pred["depth_logits"], model.gaussian_head.log_planes, truth)
+    parts["depth_plane_ce"] = ce.item()
+    return log_l1 + ce, parts
 
 
 def image_loss(pred: torch.Tensor, truth: torch.Tensor, lpips_weight: float) -> tuple[torch.Tensor, dict]:
@@ -660,13 +675,13 @@ def pretrain(cfg: TrainConfig) -> dict:
 
             heads = (*model.config.heads, "depth") if depth_truth is not None else None
             pred = forward(inputs, targets, heads=heads)  # {head: (B, Vt, 3, H, W)}, + "depth" (B, Vi, H, W)
-            depth = pred.pop("depth", None)
+            depth = {k: pred.pop(k) for k in ("depth", "depth_logits") if k in pred}
             use_lpips = cfg.lpips_weight if step >= cfg.lpips_start else 0.0
             loss, parts = photometric_loss(pred, targets.images, use_lpips)
-            if depth is not None:
-                d_loss = depth_loss(depth, depth_truth.to(device), model.config.gs_range[1])
+            if depth:
+                d_loss, d_parts = depth_supervision(depth, depth_truth.to(device), model)
                 loss = loss + cfg.depth_weight * d_loss
-                parts["depth_logl1"] = d_loss.item()
+                parts |= d_parts
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
             skip = not math.isfinite(grad_norm) or (step >= cfg.warmup and grad_norm > cfg.skip_grad_norm)
