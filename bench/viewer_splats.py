@@ -1,11 +1,11 @@
 """Browser-drawn 4DGS splats: what one push costs, and the frame rate chromium draws them at.
 
-    python bench/viewer_splats.py                     # sample clip and a 256-frame clip, small preset
+    python bench/viewer_splats.py                     # shipped checkpoint: sample clip and a 256-frame clip
     python bench/viewer_splats.py --no-chromium       # without the browser frame rate
+    python bench/viewer_splats.py --ckpt other.pt     # any checkpoint with a 4DGS head
 
-For each clip: stream it through the viewer (the 4DGS head of an untrained `small` model: the
-cost of slicing and pushing does not depend on what the weights learned, but the number of
-Gaussians that survive pruning does, so those counts are an upper bound of sorts), with one page
+For each clip: stream it through the viewer (the checkpoint's 4DGS head, as `fsm-view` shows it:
+the number of Gaussians that survive pruning depends on what the weights learned), with one page
 connected (tests/headless_browser.py: a websocket client that receives every byte), then move
 the page's time `--moves` times and report per push: Gaussians, bytes, and milliseconds from the
 time change to the push handed to viser, p50 / max; the first push after the memory changed
@@ -38,12 +38,14 @@ import fsm  # noqa: E402
 from fsm.cameras import look_at  # noqa: E402
 from fsm.io import Cameras, Clip, load_clip  # noqa: E402
 from fsm_viewer.app import ViewerApp  # noqa: E402
+from fsm_viewer.cli import DEFAULT_CKPT  # noqa: E402
 from tests.headless_browser import HeadlessBrowser  # noqa: E402
 
 
 @dataclasses.dataclass
 class Args:
-    preset: str = "small"
+    ckpt: Path = DEFAULT_CKPT
+    """Checkpoint with a 4DGS head (default: the shipped one)."""
     resolution: int = 128
     long_frames: int = 256
     """Length of the second (synthetic orbit) clip."""
@@ -164,11 +166,12 @@ def measure(name: str, clip: Clip, model, args: Args) -> dict:
 
 def main(args: Args) -> None:
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = fsm.FSM.from_preset(args.preset, heads=("lvsm", "4dgs")).eval()
+    model = fsm.load_checkpoint(args.ckpt).eval()
+    if "4dgs" not in model.config.heads:
+        sys.exit(f"{args.ckpt}: this checkpoint has no 4DGS head (heads: {', '.join(model.config.heads)})")
     sample = load_clip(REPO / "assets" / "sample" / "sample.mp4", size=args.resolution)
     rows = [measure("sample", sample, model, args), measure(f"orbit-{args.long_frames}", orbit_clip(args.long_frames, args.resolution), model, args)]
-    print(f"{args.preset} preset (untrained, 4DGS head), {args.resolution}x{args.resolution}, {torch.get_num_threads()} thread(s), "
+    print(f"{args.ckpt.name} ({model.config.gs_head} 4DGS head), {args.resolution}x{args.resolution}, {torch.get_num_threads()} thread(s), "
           f"virtual-view budget {model.stream.max_virtual_views} frames")  # fmt: skip
     print("| clip | frames | Gaussians per push | bytes per push | time change -> push p50 / max | first push after a chunk (decode) | chromium fps orbiting, splats / server render (software WebGL) |")
     print("|---|---|---|---|---|---|---|")

@@ -304,7 +304,14 @@ class RenderPanel:
             time.sleep(dt)
             if self.play.value and t1 > t0 and self._playing:
                 t = self.time.value + dt * self.speed.value
-                self.time.value = t0 + (t - t0) % (t1 - t0)  # wrap around: loop the clip
+                try:
+                    self.time.value = t0 + (t - t0) % (t1 - t0)  # wrap around: loop the clip
+                except RuntimeError:
+                    # viser refuses writes to a removed widget; it removes a page's widgets when the
+                    # page leaves, which may come before our close(): end quietly then, else it's a bug
+                    if self.view.client.client_id in self.view.app.server.get_clients():
+                        raise
+                    return
         # (setting .value runs the slider's callbacks, which call view.set_time)
 
     def _snap(self, event):

@@ -375,6 +375,7 @@ def test_ply_sequence_download_from_the_render_tab(viewer_4dgs, monkeypatch):
 # 3. pages that close: nothing left behind
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # no exception in any thread
 def test_closed_pages_leave_no_threads_or_views(viewer):
     import gc
     import weakref
