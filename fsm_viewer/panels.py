@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 import viser
 import viser.uplot
+from viser._messages import FileTransferStartUpload, RemoveNotificationMessage
 
 from fsm.lacet import ANCHOR_POLICIES, ESTIMATORS, MATRICES
 from fsm_viewer import scene
@@ -374,7 +375,30 @@ class PathPanel:
         self.save.on_click(guarded(app, self._save))
         self.load = gui.add_upload_button("Load path (JSON)", icon=viser.Icon.UPLOAD, mime_type="application/json")
         self.load.on_upload(guarded(app, self._load))
+        # viser's upload button shows its own green "File uploaded successfully." once the bytes
+        # arrive, whatever they hold; our answer about the content (loaded, or why not) is to be
+        # the only message. viser has no public way to withdraw its notice, so we watch this
+        # button's upload starts and remove it by its id ("upload-" + transfer uuid, viser 1.1's
+        # client UploadButton.tsx) when we answer. Private viser API: the browser test
+        # (test_viewer_browser.py) fails if a viser release changes it.
+        self._upload_notice: str | None = None
+        app.server._websock_server.register_handler(FileTransferStartUpload, self._upload_started)
         self.exports: list[threading.Thread] = []  # video exports of this page
+
+    def _upload_started(self, client_id, message: FileTransferStartUpload) -> None:
+        if client_id == self.view.client.client_id and message.source_component_uuid == self.load._impl.uuid:
+            self._upload_notice = "upload-" + message.transfer_uuid
+
+    def _withdraw_upload_notice(self) -> None:
+        notice, self._upload_notice = self._upload_notice, None
+        if notice is not None:
+            self.view.client._websock_connection.queue_message(RemoveNotificationMessage(notice))
+
+    def close(self) -> None:
+        try:
+            self.view.app.server._websock_server.unregister_handler(FileTransferStartUpload, self._upload_started)
+        except ValueError:
+            pass  # closed before: the page's disconnect and the app's close both close its view
 
     def _settings_changed(self, _=None):
         p = self.view.path
@@ -463,6 +487,7 @@ class PathPanel:
 
     def _load(self, event):
         upload = event.target.value
+        self._withdraw_upload_notice()  # our message below (or guarded's error) is the one answer
         try:
             d = json.loads(upload.content.decode())
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -471,6 +496,7 @@ class PathPanel:
         self.view.set_path(path)
         self.duration.value, self.fps.value, self.height.value = path.duration, path.fps, snap(path.height, 8)
         self.refresh(select=0)
+        self.view.app.notify("Path loaded", f"{upload.name}: {len(path.keyframes)} keyframes", client=self.view.client, color="green")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -500,6 +526,7 @@ class ViewPanels:
 
     def close(self) -> None:
         self.render.close()
+        self.path.close()
 
 
 def build_panels(app) -> Panels:

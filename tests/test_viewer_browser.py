@@ -6,6 +6,7 @@ otherwise. Saves a screenshot to test-artifacts/viewer.png.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -131,6 +132,36 @@ def test_viewer_in_chromium(viewer):
             assert pixels.std() > 10.0, "the 3D view looks blank"
         finally:
             browser.close()
+
+
+def test_path_upload_gets_one_answer(viewer, tmp_path, capfd):
+    """Loading a path file: our message about its content is the only notice (viser's own green
+    "File uploaded successfully." is withdrawn), for a bad file and a good one; no traceback."""
+    from fsm_viewer.paths import CameraPath, Keyframe
+
+    bad = tmp_path / "broken.json"
+    bad.write_text("{ not json")
+    good = tmp_path / "good.json"
+    keys = [Keyframe(viewer.clip.cameras.c2w[i].numpy().astype(float), float(viewer.clip.times[i]), 0.9) for i in (0, 5)]
+    good.write_text(json.dumps(CameraPath(keys).to_dict()))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(f"http://127.0.0.1:{viewer.server.get_port()}/?fixedDpr=1")
+            page.get_by_role("tab", name="Path").click(timeout=30_000)
+            notices = page.locator(".mantine-Notification-root")
+            for file, answer in ((bad, "not JSON"), (good, "2 keyframes")):
+                for close in page.locator(".mantine-Notification-closeButton").all():  # start from none
+                    close.click()
+                page.locator("input[type=file]").set_input_files(str(file))
+                page.get_by_text(answer, exact=False).wait_for(timeout=15_000)
+                time.sleep(1.0)  # viser's own notice would be up by now (it shows from the upload's start)
+                texts = [t for t in notices.all_inner_texts() if "software" not in t.lower()]  # headless WebGL warning
+                assert len(texts) == 1 and answer in texts[0], texts
+        finally:
+            browser.close()
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_four_pages_at_once(capfd):
