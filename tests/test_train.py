@@ -317,6 +317,50 @@ def test_depth_loss_is_mean_absolute_log_ratio_with_the_sky_at_far():
     assert abs(lib.depth_loss(depth, truth, far=1000.0).item() - expected) < 1e-6
 
 
+def test_rescaled_world_looks_the_same_at_scaled_depth():
+    """rescale_world: every pixel sees the same thing, at `factor` times the depth — the plane
+    sweep at scaled depths gives the same costs, and the true depth lands on the same pixels."""
+    from fsm.cameras import pixel_rays, project_points
+    from fsm.planesweep import chunk_groups, log_depth_planes, plane_sweep_cost
+
+    s = next(iter(fsm.data.samples.heldout_samples("novel", num_input=4, num_target=2, height=16, width=16, scenes=HELDOUT_SCENES[:1])))
+    big = lib.rescale_world(s, torch.tensor([3.0], dtype=torch.float64))
+    torch.testing.assert_close(big.inputs.images, s.inputs.images)
+    torch.testing.assert_close(big.input_depth, s.input_depth * 3)
+    torch.testing.assert_close(big.inputs.c2w[..., :3, :3], s.inputs.c2w[..., :3, :3])
+    planes = log_depth_planes(0.3, 30.0, 8)
+    groups = chunk_groups(4, 4)
+    before = plane_sweep_cost(s.inputs.images[0], s.inputs.c2w[0], s.inputs.fxfycxcy[0], groups, planes)
+    after = plane_sweep_cost(big.inputs.images[0], big.inputs.c2w[0], big.inputs.fxfycxcy[0], groups, planes * 3)
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    # view 0's surface points seen from view 1, before and after: the same pixels
+    def seen(sample):
+        o, d = pixel_rays(sample.inputs.c2w[0, :1].float(), sample.inputs.fxfycxcy[0, :1].float(), 16, 16)
+        depth = sample.input_depth[0, 0].float()
+        keep = torch.isfinite(depth)
+        points = (o[0] + depth[..., None] * d[0])[keep]
+        return project_points(points, sample.inputs.c2w[0, 1].float(), sample.inputs.fxfycxcy[0, 1].float())[0]
+    torch.testing.assert_close(seen(big), seen(s), atol=1e-3, rtol=1e-4)
+
+
+def test_scale_jitter_is_seeded_and_log_uniform():
+    class Fixed:  # a source that always gives the same sample
+        def sample(self, batch, g):
+            return next(iter(fsm.data.samples.heldout_samples("sparse", num_input=2, num_target=1, height=8, width=8, scenes=HELDOUT_SCENES[:1])))
+
+    plain = lib.training_batch(Fixed(), 1, seed=5)
+    ratios = []
+    for seed in range(40):
+        a, b = lib.training_batch(Fixed(), 1, seed, scale_jitter=4.0), lib.training_batch(Fixed(), 1, seed, scale_jitter=4.0)
+        torch.testing.assert_close(a.input_depth, b.input_depth)  # a pure function of the seed
+        finite = torch.isfinite(plain.input_depth)
+        r = (a.input_depth[finite] / plain.input_depth[finite])
+        assert torch.allclose(r, r[0], rtol=1e-5)  # one factor per sample
+        ratios.append(r[0].log().item())
+    assert all(abs(x) <= math.log(4.0) + 1e-6 for x in ratios)
+    assert min(ratios) < -0.5 and max(ratios) > 0.5  # spread over the range, both ways
+
+
 def test_depth_supervision_adds_the_plane_cross_entropy_for_the_geo_head():
     from fsm.geohead import plane_cross_entropy
 

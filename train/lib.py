@@ -119,6 +119,10 @@ class TrainConfig:
     """Weight of the 4DGS head's depth losses where samples carry true depth (the synthetic engine;
     0 = off): mean |log depth - log true depth| over input pixels (sky at the far bound) plus, for
     the geo head, the cross-entropy of its depth planes (depth_supervision)."""
+    scale_jitter: float = 1.0
+    """Rescale each synthetic sample's world (camera positions and depth) by a log-uniform factor
+    in [1/x, x] (train.lib.rescale_world), so the 4DGS depth must come from parallax rather than
+    a typical scale; 1 = off. Only where samples carry true depth."""
     dtype: DtypeChoice = "auto"
     """Compute precision of the transformer blocks (fsm.precision): auto = bf16 where the device
     multiplies it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
@@ -228,10 +232,35 @@ def make_source(data: DataConfig, device: torch.device | str = "cpu") -> SampleS
     return ClipSource(list(data.clips), replace(data, novel_share=0.0), device=device)
 
 
-def training_batch(source: SampleSource, batch: int, seed: int) -> Sample:
+def training_batch(source: SampleSource, batch: int, seed: int, scale_jitter: float = 1.0) -> Sample:
     """One batch of samples (inputs, targets, true input depth where known), a pure function of
-    `seed` (no hidden data-loader state)."""
-    return source.sample(batch, torch.Generator().manual_seed(seed))
+    `seed` (no hidden data-loader state); each sample's world rescaled by a log-uniform factor in
+    [1/scale_jitter, scale_jitter] (rescale_world; 1 = as the source made it)."""
+    g = torch.Generator().manual_seed(seed)
+    sample = source.sample(batch, g)
+    if scale_jitter > 1.0:
+        factor = torch.exp((torch.rand(batch, generator=g, dtype=torch.float64) * 2 - 1) * math.log(scale_jitter))
+        sample = rescale_world(sample, factor)
+    return sample
+
+
+def rescale_world(sample: Sample, factor: torch.Tensor) -> Sample:
+    """The same scenes `factor` (B,) times larger about the model frame's origin: camera positions
+    and depths scale; images, intrinsics, rotations and times do not (every pixel sees the same
+    thing). Why: the model frame's scale comes from the camera path (normalize_poses: a short
+    path or a pan makes the scene large), so the same scene reaches the model at any scale — a
+    depth head must read scale from the views' parallax (the plane sweep), not learn a typical
+    depth. Measured before this existed: the geo head predicted a median depth of ~6 model units
+    whether the scene was scaled by 0.25, 1 or 4."""
+    def views(v: Views) -> Views:
+        c2w = v.c2w.clone()
+        c2w[..., :3, 3] *= factor.to(c2w.dtype).view(-1, *[1] * (c2w.dim() - 3), 1)
+        return replace(v, c2w=c2w)
+
+    depth = sample.input_depth
+    if depth is not None:
+        depth = depth * factor.to(depth.dtype).view(-1, 1, 1, 1)
+    return replace(sample, inputs=views(sample.inputs), targets=views(sample.targets), input_depth=depth)
 
 
 def heldout_batches(data: SampleConfig, regime: str, scenes: int) -> list[Sample]:
@@ -664,7 +693,7 @@ def pretrain(cfg: TrainConfig) -> dict:
                 break
 
             t0 = time.perf_counter()
-            sample = training_batch(source, cfg.batch_size, sample_seed(cfg.seed, rank, step))
+            sample = training_batch(source, cfg.batch_size, sample_seed(cfg.seed, rank, step), cfg.scale_jitter if wants_depth else 1.0)
             if first_batch_digest is None:
                 first_batch_digest = state_digest({"images": sample.inputs.images})
             inputs, targets = views_to(sample.inputs, device), views_to(sample.targets, device)
