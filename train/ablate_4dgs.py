@@ -9,7 +9,8 @@ Variants (the LVSM head trains alongside in each, as in the shipped model):
     paper          the paper's head: all 20 numbers per pixel regressed from the tokens
     geo-no-sweep   geometry-grounded head (input colour + residual, footprint scales, renders
                    from the frames nearest each time, depth supervised) without the plane sweep
-    geo            the same with the plane-sweep costs as its depth cue (the shipped design)
+    geo            the same with the plane-sweep costs as its depth cue (the shipped design;
+                   the shipped recipe also passes --scale-jitter 4)
 
 Writes OUT/ablate_4dgs.md, OUT/ablate_4dgs.json and one pretrain folder per variant.
 """
@@ -55,6 +56,8 @@ class Ablate4DGSConfig:
     """Warmup steps."""
     depth_weight: float = 0.1
     """Depth-loss weight (the geo variants; the paper head is trained photometrically, as the paper)."""
+    scale_jitter: float = 1.0
+    """--scale-jitter of the geo variants (pretrain's; the shipped recipe uses 4)."""
     eval_scenes: int = 4
     """Held-out synthetic scenes per regime."""
     eval_inputs: int = 16
@@ -77,7 +80,7 @@ def main(cfg: Ablate4DGSConfig) -> dict:
         train_cfg = TrainConfig(
             out=cfg.out / name, model=ModelOptions(preset=cfg.preset, heads=("lvsm", "4dgs"), **v), data=cfg.data,
             batch_size=1, steps=100_000, max_minutes=cfg.minutes, lr=cfg.lr, warmup=cfg.warmup, lpips_start=10**9,
-            depth_weight=cfg.depth_weight if v["gs_head"] == "geo" else 0.0, eval_scenes=0, ckpt_every=100, log_every=10,
+            depth_weight=cfg.depth_weight if v["gs_head"] == "geo" else 0.0, scale_jitter=cfg.scale_jitter, eval_scenes=0, ckpt_every=100, log_every=10,
             seed=cfg.seed, device=str(device),
         )  # fmt: skip
         summary = pretrain(train_cfg)
