@@ -190,7 +190,7 @@ def test_loss_goes_down_when_overfitting_one_sample(tmp_path, monkeypatch):
     from train.lib import make_source, training_batch
 
     fixed = training_batch(make_source(DATA), 1, seed=7)
-    monkeypatch.setattr(lib, "training_batch", lambda source, batch, seed: fixed)
+    monkeypatch.setattr(lib, "training_batch", lambda source, batch, seed, scale_jitter=1.0: fixed)
     lib.pretrain(tiny(tmp_path, steps=100, warmup=10, lr=2e-3, lpips_weight=0.0))
     mse = [json.loads(s)["mse"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     first, last = sum(mse[:5]) / 5, sum(mse[-5:]) / 5
