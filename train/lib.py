@@ -251,7 +251,8 @@ def rescale_world(sample: Sample, factor: torch.Tensor) -> Sample:
     path or a pan makes the scene large), so the same scene reaches the model at any scale — a
     depth head must read scale from the views' parallax (the plane sweep), not learn a typical
     depth. Measured before this existed: the geo head predicted a median depth of ~6 model units
-    whether the scene was scaled by 0.25, 1 or 4."""
+    whether the scene was scaled by 0.25, 1 or 4. (sample.normalization, the world -> model map
+    the source used, is kept as it was: training reads only the views and the depth.)"""
     def views(v: Views) -> Views:
         c2w = v.c2w.clone()
         c2w[..., :3, 3] *= factor.to(c2w.dtype).view(-1, *[1] * (c2w.dim() - 3), 1)
