@@ -6,6 +6,7 @@ otherwise. Saves a screenshot to test-artifacts/viewer.png.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -68,6 +69,24 @@ def drag(page, box: dict, dx: float, dy: float = 0.0, steps: int = 10) -> None:
     page.mouse.up()
 
 
+@contextlib.contextmanager
+def chromium():
+    """Debian's chromium, headless, driven by playwright; closed on exit."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_page(browser, server: viser.ViserServer, width: int = 1280, height: int = 800):
+    """A new page of `browser` on the viewer at `server` (device pixel ratio 1)."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(f"http://127.0.0.1:{server.get_port()}/?fixedDpr=1")
+    return page
+
+
 def wait_for(condition, timeout: float = 30.0) -> bool:
     end = time.monotonic() + timeout
     while not condition():
@@ -78,60 +97,55 @@ def wait_for(condition, timeout: float = 30.0) -> bool:
 
 
 def test_viewer_in_chromium(viewer):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(f"http://127.0.0.1:{viewer.server.get_port()}/?fixedDpr=1")
+    with chromium() as browser:
+        page = open_page(browser, viewer.server)
 
-            # Stream tab: Start -> chunks arrive -> the drift plot is drawn
-            page.get_by_role("button", name="Start").click(timeout=30_000)
-            assert wait_for(lambda: viewer.done), "streaming did not finish"
-            page.get_by_text("Drift from anchor", exact=False).wait_for(timeout=10_000)
-            assert page.locator(".uplot canvas").count() >= 2
-            # the layer-0 drift curve is drawn (its line colour is on the chart)
-            import imageio.v3 as iio
+        # Stream tab: Start -> chunks arrive -> the drift plot is drawn
+        page.get_by_role("button", name="Start").click(timeout=30_000)
+        assert wait_for(lambda: viewer.done), "streaming did not finish"
+        page.get_by_text("Drift from anchor", exact=False).wait_for(timeout=10_000)
+        assert page.locator(".uplot canvas").count() >= 2
+        # the layer-0 drift curve is drawn (its line colour is on the chart)
+        import imageio.v3 as iio
 
-            time.sleep(0.5)
-            chart = iio.imread(page.locator(".uplot").first.screenshot())[..., :3].astype(int)
-            line = np.abs(chart - np.array([0x4E, 0x79, 0xA7])).sum(-1) < 40
-            assert line.sum() > 50, "no drift curve on the chart"
-            page.get_by_text("Done.", exact=False).wait_for(timeout=10_000)
+        time.sleep(0.5)
+        chart = iio.imread(page.locator(".uplot").first.screenshot())[..., :3].astype(int)
+        line = np.abs(chart - np.array([0x4E, 0x79, 0xA7])).sum(-1) < 40
+        assert line.sum() > 50, "no drift curve on the chart"
+        page.get_by_text("Done.", exact=False).wait_for(timeout=10_000)
 
-            # a rendered background arrived for this browser
-            assert wait_for(lambda: any(v.renderer.frames_rendered > 0 for v in viewer.views.values()))
-            view = next(iter(viewer.views.values()))
-            renderer = view.renderer
+        # a rendered background arrived for this browser
+        assert wait_for(lambda: any(v.renderer.frames_rendered > 0 for v in viewer.views.values()))
+        view = next(iter(viewer.views.values()))
+        renderer = view.renderer
 
-            # Render tab: drag the time slider to the right -> the model time moves
-            page.get_by_role("tab", name="Render").click()
-            time_slider = slider(page, "Time (s)")
-            time_slider.wait_for()
-            drag(page, time_slider.bounding_box(), dx=120)
-            assert wait_for(lambda: view.state.time > viewer.time_span[0] + 0.1), "time slider drag did not reach the app"
+        # Render tab: drag the time slider to the right -> the model time moves
+        page.get_by_role("tab", name="Render").click()
+        time_slider = slider(page, "Time (s)")
+        time_slider.wait_for()
+        drag(page, time_slider.bounding_box(), dx=120)
+        assert wait_for(lambda: view.state.time > viewer.time_span[0] + 0.1), "time slider drag did not reach the app"
 
-            # drag the 3D canvas -> the browser camera orbits -> a new render comes back
-            before = renderer.client.camera.position.copy()
-            count = renderer.frames_rendered
-            drag(page, {"x": 200, "y": 250, "width": 300, "height": 300}, dx=-150, dy=30, steps=15)
-            assert wait_for(lambda: not np.allclose(renderer.client.camera.position, before)), "canvas drag did not move the camera"
-            assert wait_for(lambda: renderer.frames_rendered > count), "no render after the camera moved"
-            time.sleep(1.0)  # the full-resolution frame after the camera settles
+        # drag the 3D canvas -> the browser camera orbits -> a new render comes back
+        before = renderer.client.camera.position.copy()
+        count = renderer.frames_rendered
+        drag(page, {"x": 200, "y": 250, "width": 300, "height": 300}, dx=-150, dy=30, steps=15)
+        assert wait_for(lambda: not np.allclose(renderer.client.camera.position, before)), "canvas drag did not move the camera"
+        assert wait_for(lambda: renderer.frames_rendered > count), "no render after the camera moved"
+        time.sleep(1.0)  # the full-resolution frame after the camera settles
 
-            # close the "software WebGL" warning (a property of headless chromium) before the picture
-            for close in page.locator(".mantine-Notification-closeButton").all():
-                close.click()
-            page.get_by_role("tab", name="Stream").click()
-            time.sleep(0.5)
-            ARTIFACTS.mkdir(exist_ok=True)
-            shot = ARTIFACTS / "viewer.png"
-            page.screenshot(path=str(shot))
+        # close the "software WebGL" warning (a property of headless chromium) before the picture
+        for close in page.locator(".mantine-Notification-closeButton").all():
+            close.click()
+        page.get_by_role("tab", name="Stream").click()
+        time.sleep(0.5)
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "viewer.png"
+        page.screenshot(path=str(shot))
 
-            # the scene area shows the model's render: the background is not a flat colour
-            pixels = iio.imread(shot)[100:700, 50:800, :3].astype(np.float64)
-            assert pixels.std() > 10.0, "the 3D view looks blank"
-        finally:
-            browser.close()
+        # the scene area shows the model's render: the background is not a flat colour
+        pixels = iio.imread(shot)[100:700, 50:800, :3].astype(np.float64)
+        assert pixels.std() > 10.0, "the 3D view looks blank"
 
 
 def test_path_upload_gets_one_answer(viewer, tmp_path, capfd):
@@ -144,23 +158,18 @@ def test_path_upload_gets_one_answer(viewer, tmp_path, capfd):
     good = tmp_path / "good.json"
     keys = [Keyframe(viewer.clip.cameras.c2w[i].numpy().astype(float), float(viewer.clip.times[i]), 0.9) for i in (0, 5)]
     good.write_text(json.dumps(CameraPath(keys).to_dict()))
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(f"http://127.0.0.1:{viewer.server.get_port()}/?fixedDpr=1")
-            page.get_by_role("tab", name="Path").click(timeout=30_000)
-            notices = page.locator(".mantine-Notification-root")
-            for file, answer in ((bad, "not JSON"), (good, "2 keyframes")):
-                for close in page.locator(".mantine-Notification-closeButton").all():  # start from none
-                    close.click()
-                page.locator("input[type=file]").set_input_files(str(file))
-                page.get_by_text(answer, exact=False).wait_for(timeout=15_000)
-                time.sleep(1.0)  # viser's own notice would be up by now (it shows from the upload's start)
-                texts = [t for t in notices.all_inner_texts() if "software" not in t.lower()]  # headless WebGL warning
-                assert len(texts) == 1 and answer in texts[0], texts
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = open_page(browser, viewer.server)
+        page.get_by_role("tab", name="Path").click(timeout=30_000)
+        notices = page.locator(".mantine-Notification-root")
+        for file, answer in ((bad, "not JSON"), (good, "2 keyframes")):
+            for close in page.locator(".mantine-Notification-closeButton").all():  # start from none
+                close.click()
+            page.locator("input[type=file]").set_input_files(str(file))
+            page.get_by_text(answer, exact=False).wait_for(timeout=15_000)
+            time.sleep(1.0)  # viser's own notice would be up by now (it shows from the upload's start)
+            texts = [t for t in notices.all_inner_texts() if "software" not in t.lower()]  # headless WebGL warning
+            assert len(texts) == 1 and answer in texts[0], texts
     assert "Traceback" not in capfd.readouterr().err
 
 
@@ -197,8 +206,7 @@ def four_pages(app) -> list:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         pages, views = [], []
         for i in range(4):
-            page = browser.new_page(viewport={"width": 1000, "height": 700})
-            page.goto(f"http://127.0.0.1:{app.server.get_port()}/?fixedDpr=1")
+            page = open_page(browser, app.server, 1000, 700)
             assert wait_for(lambda: len(app.views) == i + 1), f"page {i} did not connect"
             pages.append(page)
             views.append(app.views[max(app.views)])
