@@ -307,10 +307,8 @@ class RenderPanel:
                 t = self.time.value + dt * self.speed.value
                 try:
                     self.time.value = t0 + (t - t0) % (t1 - t0)  # wrap around: loop the clip
-                except RuntimeError:
-                    # viser refuses writes to a removed widget; it removes a page's widgets when the
-                    # page leaves, which may come before our close(): end quietly then, else it's a bug
-                    if self.view.client.client_id in self.view.app.server.get_clients():
+                except RuntimeError:  # viser refuses writes to the widgets of a page that left
+                    if not self.view.closed:
                         raise
                     return
         # (setting .value runs the slider's callbacks, which call view.set_time)

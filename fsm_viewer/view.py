@@ -62,7 +62,7 @@ class BrowserView:
             splats="4dgs" in app.heads,  # the 4DGS head is the default view where the checkpoint has it
         )  # fmt: skip
         self.path = CameraPath(height=clip.cameras.height, aspect=clip.cameras.width / clip.cameras.height)
-        self.closed = False  # the browser left: long work for it (a video export) stops
+        self._closed = False
         self._background = False  # a server render is on the page
         with client.atomic():
             self.frustums = scene.add_input_cameras(client.scene, clip, app.norm)
@@ -194,9 +194,16 @@ class BrowserView:
         self.app.require_memory("export Gaussians")
         return self.app.gaussians(self.state.time)
 
+    @property
+    def closed(self) -> bool:
+        """The browser left: long work for it (a video export, Play) stops. True once close() ran,
+        and already before when viser has dropped the client: viser removes a page's widgets
+        before our disconnect handler runs, so a background thread can find the page gone first."""
+        return self._closed or self.client.client_id not in self.app.server.get_clients()
+
     def close(self) -> None:
         """The browser left: stop its threads (render, splats, play; an export ends at its next frame)."""
-        self.closed = True
+        self._closed = True
         self.renderer.stop()
         self.splats.stop()
         self.panels.close()
