@@ -46,12 +46,14 @@ def test_recovers_the_synthetic_trajectory(room):
     assert f"registered {len(kept)} of {N} frames; the other {N - len(kept)} are left out" in str(record[0].message)
     np.testing.assert_allclose(cf.times, np.array(kept) / FPS)
     err = trajectory_error(cf.c2w, c2w_true[kept])
-    # COLMAP runs single-threaded, so this is one fixed result (the same camera file bytes on every
-    # run here); the bounds are the ones a multi-threaded run's spread needed (7 runs: RMSE 0.6-2.1%
-    # of the extent, 0.5-3.0 degrees, focal -4%..+7%), kept loose for other COLMAP builds.
+    # COLMAP runs single-threaded, so on one machine this is one fixed result; another CPU or build
+    # feeds it slightly different pixels. Re-encoding this clip 12 ways (crf 16-23, x264 threads 1-8,
+    # +-1/255 noise) gave RMSE 0.6-1.0% of the extent, 0.3-1.5 degrees, focal -7%..+7%; another
+    # machine's CI run: RMSE 2.1%. The bounds leave room for that; a wrong axis, pose inversion or
+    # intrinsics scaling costs tens of degrees or a factor in focal.
     assert err["rmse_share"] < 0.05, err
     assert err["rotation_deg"] < 3.0, err
-    assert abs(cf.fxfycxcy[:, 0].mean() / K_true[0, 0] - 1) < 0.06  # one shared pinhole camera
+    assert abs(cf.fxfycxcy[:, 0].mean() / K_true[0, 0] - 1) < 0.12  # one shared pinhole camera
     np.testing.assert_allclose(cf.fxfycxcy[:, 2:], [[W / 2, H / 2]] * len(kept), atol=1e-6)
 
     # the sidecar is found like any other, and only registered frames are loaded
@@ -60,6 +62,31 @@ def test_recovers_the_synthetic_trajectory(room):
     # a second run reuses the file
     stamp = out.stat().st_mtime_ns
     assert estimate_cameras(video, max_frames=N, size=W, progress=False) == out and out.stat().st_mtime_ns == stamp
+
+
+def test_trajectory_error_known_values():
+    """A similarity transform of the truth is no error; orientations tilted by +-theta (each frame
+    twice, once each way, so the best world rotation is the true one) are off by exactly theta."""
+    scene = make_scene(3, "room")
+    true = make_path(scene, "orbit").c2w(frame_times(12, fps=FPS)).double().numpy()
+    u, _, vt = np.linalg.svd(true[:, :3, :3])
+    true[:, :3, :3] = u @ vt  # orthonormal to float64 precision (the path is float32)
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
+    q *= np.linalg.det(q)  # a rotation
+    moved = true.copy()
+    moved[:, :3, :3] = q @ true[:, :3, :3]
+    moved[:, :3, 3] = 2.5 * true[:, :3, 3] @ q.T + [1.0, -2.0, 0.5]
+    err = trajectory_error(moved, true)
+    assert err["rmse"] < 1e-9 and err["rotation_deg"] < 1e-5, err
+
+    theta = np.radians(4.0)
+    c, s = np.cos(theta), np.sin(theta)
+    tilt = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])  # about each camera's own x axis
+    est = np.concatenate([moved, moved])
+    est[:12, :3, :3] = moved[:, :3, :3] @ tilt
+    est[12:, :3, :3] = moved[:, :3, :3] @ tilt.T
+    err = trajectory_error(est, np.concatenate([true, true]))
+    assert err["rmse"] < 1e-9 and abs(err["rotation_deg"] - 4.0) < 1e-6, err
 
 
 def test_load_clip_estimates_when_asked(room, tmp_path):

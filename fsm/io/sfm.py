@@ -128,7 +128,9 @@ def estimate_cameras(
     sfm_hw = (max(1, round(full_hw[0] * s)), max(1, round(full_hw[1] * s)))
     crop = CoverCrop(full_hw[0], full_hw[1], *sfm_hw)  # same aspect: a plain resize, no crop
 
-    import pycolmap  # heavy; only this function needs it
+    # Heavy; only this function needs it. PIL's C module is already loaded (fsm.io.images): in a
+    # process that imports pycolmap 4.2.1 first, PIL's PNG writer aborts (double free in zlib).
+    import pycolmap
 
     pycolmap.logging.minloglevel = 2  # COLMAP's INFO/WARNING chatter would bury the progress bars
     pycolmap.set_random_seed(0)  # RANSAC sampling; mapping runs on one thread (below) for the same reason
@@ -239,7 +241,8 @@ def trajectory_error(c2w: np.ndarray, c2w_true: np.ndarray) -> dict:
 
     c2w, c2w_true: (N,4,4) for the same frames. Returns rmse (aligned position error, truth units),
     extent (diagonal of the true positions' bounding box), rmse_share = rmse / extent, and
-    rotation_deg (mean angle between estimated and true orientations relative to the first camera).
+    rotation_deg (mean angle between estimated and true orientations after the one world rotation
+    that best aligns them).
     """
     import pycolmap
 
@@ -251,11 +254,11 @@ def trajectory_error(c2w: np.ndarray, c2w_true: np.ndarray) -> dict:
     aligned = est[:, :3, 3] @ M[:, :3].T + M[:, 3]
     rmse = float(np.sqrt(((aligned - true[:, :3, 3]) ** 2).sum(1).mean()))
     extent = float(np.linalg.norm(true[:, :3, 3].max(0) - true[:, :3, 3].min(0)))
-    # Orientation: each camera relative to the first, which no world rotation changes (a rotation
-    # fitted to positions alone is loose about the axis of a nearly straight path).
-    def rel(c):
-        return np.swapaxes(c[:1, :3, :3], 1, 2) @ c[:, :3, :3]
-
-    diff = np.swapaxes(rel(true), 1, 2) @ rel(est)  # identity where orientations agree
+    # Orientation gets its own world rotation, R = argmin_R sum_i |R_true_i - R R_est_i|_F (Kabsch
+    # on the rotation matrices): the one fitted to positions is loose about the axis of a nearly
+    # straight path, and measuring "relative to the first camera" adds that camera's error to all.
+    U, _, Vt = np.linalg.svd(np.einsum("nij,nkj->ik", true[:, :3, :3], est[:, :3, :3]))  # sum R_true R_est^T
+    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    diff = np.swapaxes(true[:, :3, :3], 1, 2) @ R @ est[:, :3, :3]  # (N,3,3), identity where they agree
     angle = np.degrees(np.arccos(np.clip((np.trace(diff, axis1=1, axis2=2) - 1) / 2, -1, 1)))
     return {"rmse": rmse, "extent": extent, "rmse_share": rmse / extent, "rotation_deg": float(angle.mean())}
