@@ -412,3 +412,59 @@ def test_init_from_a_shipped_checkpoint_starts_from_its_weights(tmp_path, smoke_
     other = tiny(tmp_path / "bad", steps=1, init_from=shipped, model=lib.ModelOptions(preset="small"))
     with pytest.raises(ValueError, match="architecture differs"):
         lib.pretrain(other)
+
+
+def test_validation_scenes_are_neither_held_out_nor_training_scenes():
+    from fsm.data import TRAIN_SEEDS, VALIDATION_SCENES
+
+    seeds = {s.seed for s in VALIDATION_SCENES}
+    assert not seeds & {s.seed for s in HELDOUT_SCENES} and max(seeds) < TRAIN_SEEDS[0]
+    assert len(seeds) == len(VALIDATION_SCENES)
+
+
+def test_calibrate_sweep_picks_the_temperature_whose_depth_is_best(tmp_path):
+    """Each candidate temperature's error equals a direct forward with that temperature set (the
+    Gaussians' own distances, not the script's shortcut through the logits); the minimum is
+    written; everything else in the file is kept, fp16 included."""
+    from fsm.data import VALIDATION_SCENES, heldout_samples
+    from train.calibrate_sweep import KEY, CalibrateConfig
+    from train.calibrate_sweep import main as calibrate
+
+    torch.manual_seed(0)
+    geo = fsm.FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo").eval()
+    with torch.no_grad():  # a CNN correction that competes with the sweep, so the temperature matters
+        geo.gaussian_head.out.weight.normal_(0, 0.05)
+    src, dst = tmp_path / "geo.pt", tmp_path / "calibrated.pt"
+    fsm.save_checkpoint(src, geo, metadata={"steps": 7}, dtype=torch.float16)
+    cfg = CalibrateConfig(src, dst, temperatures=(2.0, 200.0, 2000.0), scenes=1, size=32, num_input=4)
+    record = calibrate(cfg)
+
+    model = fsm.load_checkpoint(src)
+    samples = [s for r in ("sparse", "continuous")
+               for s in heldout_samples(r, num_input=4, num_target=1, height=32, width=32, scenes=VALIDATION_SCENES[:1])]  # fmt: skip
+    direct = []
+    for t in record["candidates"]:
+        model.gaussian_head.log_temperature.data.fill_(math.log(t))
+        err, n = 0.0, 0
+        for s in samples:
+            with torch.no_grad():
+                d = model(s.inputs, s.targets[:1], heads=("depth",))["depth"]
+            ground = torch.isfinite(s.input_depth)
+            err += (d.log() - s.input_depth.log())[ground].abs().sum().item()
+            n += int(ground.sum())
+        direct.append(err / n)
+    assert len(record["candidates"]) == 4  # the three asked for and the checkpoint's own (20)
+    torch.testing.assert_close(torch.tensor(record["errors"]), torch.tensor(direct), rtol=1e-4, atol=1e-6)
+    assert max(direct) - min(direct) > 1e-3  # the candidates do differ
+    assert record["to"] == record["candidates"][direct.index(min(direct))]
+
+    before, after = read_checkpoint(src), read_checkpoint(dst)
+    assert after["state_dict"][KEY].dtype == torch.float16
+    assert math.isclose(after["state_dict"][KEY].float().exp().item(), record["to"], rel_tol=2e-3)
+    assert all(torch.equal(v, after["state_dict"][k]) for k, v in before["state_dict"].items() if k != KEY)
+    assert after["metadata"]["steps"] == 7 and after["metadata"]["sweep_calibration"]["to"] == record["to"]
+
+    paper = tmp_path / "paper.pt"
+    fsm.save_checkpoint(paper, fsm.FSM.from_preset("tiny", heads=("4dgs",), gs_head="paper"))
+    with pytest.raises(SystemExit, match="needs a geo 4DGS head"):
+        calibrate(CalibrateConfig(paper, tmp_path / "x.pt", scenes=1, size=32, num_input=4))

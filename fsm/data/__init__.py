@@ -3,6 +3,7 @@
 from fsm.data.samples import (
     HELDOUT_SCENES,
     TRAIN_SEEDS,
+    VALIDATION_SCENES,
     ClipSource,
     Sample,
     SampleConfig,
@@ -18,6 +19,7 @@ __all__ = [
     "HELDOUT_SCENES",
     "PATH_KINDS",
     "TRAIN_SEEDS",
+    "VALIDATION_SCENES",
     "ClipSource",
     "Sample",
     "SampleConfig",

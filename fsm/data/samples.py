@@ -280,6 +280,9 @@ class HeldoutScene:
 
 # Fixed forever: every family with every camera path kind. Seeds are below TRAIN_SEEDS.
 HELDOUT_SCENES = tuple(HeldoutScene(seed=k, family=FAMILIES[k % 3], path=PATH_KINDS[k // 3]) for k in range(12))
+# Validation: built like the held-out set from seeds that neither training nor the held-out set
+# uses, for choices made after training (train/calibrate_sweep.py) without looking at the test set.
+VALIDATION_SCENES = tuple(HeldoutScene(seed=12 + k, family=FAMILIES[k % 3], path=PATH_KINDS[k // 3]) for k in range(12))
 REGIMES = ("sparse", "continuous", "novel")
 
 
