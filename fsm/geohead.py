@@ -127,10 +127,58 @@ def oracle_gaussians(depth: torch.Tensor, images, c2w, fxfycxcy, times, gap, far
     return geo_gaussians(depth.clamp(max=far), images, rest, c2w, fxfycxcy, times, gap)
 
 
-class GeoGaussianHead(nn.Module):
-    """[plane-sweep costs (P), RGB (3), backbone features (F)] per pixel -> depth + residuals."""
+class CostRegularizer(nn.Module):
+    """A 3D U-Net over the (plane, height, width) volume -> a correction to the plane logits.
 
-    def __init__(self, dim: int, patch: int, planes: int, near: float, far: float, features: int = 8, width: int = 32):
+    The head's 2D CNN sees the P planes as P separate channels, so a scene shown at another scale
+    (its depths shifted by some planes) is a new pattern to it. Convolving *along* the planes as
+    well (MVSNet's cost-volume regularisation) shares the same weights at every depth: one rule
+    for "a distinct minimum here, flat costs there" at any scale, and the U-Net's receptive field
+    (~30 pixels) can carry depth from textured pixels into plain walls and ground. It runs at half
+    the image resolution (the head's full-resolution logits keep the detail) and its output layer
+    is zero at init, so adding it to a trained head starts from exactly that head.
+
+    Per voxel it sees: the cost z-scored over the pixel's planes (how distinct this plane is), the
+    head's log-probability of the plane, and the pixel's RGB. Shapes: (N,P,H,W) -> (N,P,H,W)."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        c = width
+        conv = lambda i, o, stride=1: nn.Conv3d(i, o, 3, stride=stride, padding=1)
+        self.enc0 = conv(5, c)
+        self.enc1 = nn.ModuleList([conv(c, 2 * c, 2), conv(2 * c, 2 * c)])
+        self.enc2 = nn.ModuleList([conv(2 * c, 4 * c, 2), conv(4 * c, 4 * c)])
+        self.dec1 = conv(6 * c, 2 * c)
+        self.dec0 = conv(3 * c, c)
+        self.out = conv(c, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, cost: torch.Tensor, logits: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+        """cost (N,P,H,W) in [0,1], logits (N,P,H,W), rgb (N,3,H,W) in [0,1] -> correction (N,P,H,W)."""
+        N, P, H, W = cost.shape
+        half = lambda x: F.avg_pool2d(x, 2) if H % 2 == 0 and W % 2 == 0 else x
+        z = (cost - cost.mean(1, keepdim=True)) / (cost.std(1, keepdim=True) + 1e-3)
+        logp = logits.log_softmax(1).clamp(min=-20.0) / 10.0  # ~unit range
+        x = torch.stack([half(z), half(logp)], 1)  # (N,2,P,h,w)
+        x = torch.cat([x, (half(rgb) * 2 - 1)[:, :, None].expand(-1, -1, P, -1, -1)], 1)  # (N,5,P,h,w)
+        e0 = F.gelu(self.enc0(x))
+        e1 = F.gelu(self.enc1[1](F.gelu(self.enc1[0](e0))))  # (N,2c,P/2,h/2,w/2)
+        e2 = F.gelu(self.enc2[1](F.gelu(self.enc2[0](e1))))  # (N,4c,P/4,h/4,w/4)
+        up = lambda a, like: F.interpolate(a, size=like.shape[2:], mode="trilinear", align_corners=False)
+        d1 = F.gelu(self.dec1(torch.cat([e1, up(e2, e1)], 1)))
+        d0 = F.gelu(self.dec0(torch.cat([e0, up(d1, e0)], 1)))
+        y = self.out(d0)  # (N,1,P,h,w)
+        return F.interpolate(y, size=(P, H, W), mode="trilinear", align_corners=False)[:, 0]
+
+
+class GeoGaussianHead(nn.Module):
+    """[plane-sweep costs (P), RGB (3), backbone features (F)] per pixel -> depth + residuals;
+    with refine, a CostRegularizer adds its correction to the plane logits."""
+
+    def __init__(
+        self, dim: int, patch: int, planes: int, near: float, far: float, features: int = 8, width: int = 32, refine: bool = False
+    ):
         super().__init__()
         self.patch, self.near, self.far = patch, near, far
         self.register_buffer("log_planes", torch.linspace(math.log(near), math.log(far), planes), persistent=False)
@@ -145,6 +193,7 @@ class GeoGaussianHead(nn.Module):
         nn.init.zeros_(self.out.weight)  # at init: plane-sweep soft-argmin depth, input colours
         nn.init.zeros_(self.out.bias)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(SWEEP_TEMPERATURE)))
+        self.refine = CostRegularizer() if refine else None
 
     @property
     def planes(self) -> torch.Tensor:
@@ -161,5 +210,8 @@ class GeoGaussianHead(nn.Module):
         u = F.interpolate(m, size=(H, W), mode="bilinear", align_corners=False)
         y = self.out(F.gelu(self.up(torch.cat([s, u], 1)))).reshape(B, V, P + RAW_REST, H, W)
         logits = -self.log_temperature.exp() * cost.to(y) + y[:, :, :P]
+        if self.refine is not None:
+            flat = lambda x: x.reshape(B * V, *x.shape[2:])
+            logits = logits + self.refine(flat(cost.to(y)), flat(logits), flat(images.to(y))).reshape(B, V, P, H, W)
         depth = plane_readout(logits, self.log_planes).exp()  # (B,V,H,W)
         return geo_gaussians(depth, images, y[:, :, P:], c2w, fxfycxcy, times, gap), depth, logits

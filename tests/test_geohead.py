@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from fsm.cameras import look_at, pixel_rays, project_points
 from fsm.data.samples import HELDOUT_SCENES, heldout_samples
 from fsm.data.synthetic import make_path, make_scene, trace
-from fsm.geohead import FOOTPRINT_PX, frame_spacing, oracle_gaussians, plane_cross_entropy, plane_readout
+from fsm.geohead import FOOTPRINT_PX, CostRegularizer, frame_spacing, oracle_gaussians, plane_cross_entropy, plane_readout
 from fsm.metrics import psnr
 from fsm.model import FSM, render_gaussians
 from fsm.planesweep import NO_COST, chunk_groups, log_depth_planes, plane_sweep_cost
@@ -266,6 +266,43 @@ def test_geo_training_forward_gives_depth_and_gradients():
     for name, p in model.gaussian_head.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
     assert model.blocks[0].fw.w0.grad.abs().sum() > 0  # the backbone learns through the head's features
+
+
+def test_cost_regularizer_starts_as_the_head_it_is_added_to_and_learns_depth(geo_model):
+    """gs_refine adds a zero-output 3D U-Net: the same weights give the same logits and depth;
+    trained alone on the planes' cross-entropy it moves probability to the true planes."""
+    s = _heldout(n_in=4, size=32)
+    torch.manual_seed(0)
+    refined = FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo", gs_refine=True)
+    missing, unexpected = refined.load_state_dict(geo_model.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("gaussian_head.refine.") for k in missing)
+    with torch.no_grad():
+        a = geo_model(s.inputs, s.targets, frames_per_chunk=2, heads=("depth",))
+        b = refined(s.inputs, s.targets, frames_per_chunk=2, heads=("depth",))
+    torch.testing.assert_close(b["depth_logits"], a["depth_logits"])
+    torch.testing.assert_close(b["depth"], a["depth"])
+
+    params = list(refined.gaussian_head.refine.parameters())
+    opt = torch.optim.Adam(params, lr=3e-3)
+    planes = refined.gaussian_head.log_planes
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        logits = refined(s.inputs, s.targets, frames_per_chunk=2, heads=("depth",))["depth_logits"]
+        loss = plane_cross_entropy(logits, planes, s.input_depth)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_cost_regularizer_handles_odd_sizes_and_keeps_shapes():
+    reg = CostRegularizer(width=4)
+    torch.nn.init.normal_(reg.out.weight, std=0.1)
+    for H, W in ((9, 7), (16, 12)):
+        cost, logits, rgb = torch.rand(2, 12, H, W), torch.randn(2, 12, H, W), torch.rand(2, 3, H, W)
+        y = reg(cost, logits, rgb)
+        assert y.shape == (2, 12, H, W) and torch.isfinite(y).all() and y.abs().sum() > 0
 
 
 def test_geo_stream_equals_batched_decode_and_keeps_frames_bounded(geo_model):

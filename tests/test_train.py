@@ -414,6 +414,31 @@ def test_init_from_a_shipped_checkpoint_starts_from_its_weights(tmp_path, smoke_
         lib.pretrain(other)
 
 
+def test_depth_only_stage_adds_and_trains_just_the_cost_regularizer(tmp_path):
+    """--init-from a geo checkpoint without the regulariser + --model.gs-refine --depth-only: every
+    weight it had stays bit-equal, the regulariser's change, the depth losses are logged."""
+    geo = lib.ModelOptions(preset="tiny", heads=("lvsm", "4dgs"), gs_head="geo")
+    lib.pretrain(tiny(tmp_path / "geo", steps=1, model=geo, lpips_start=100))
+    src = tmp_path / "geo" / "ckpt.pt"
+    refine = replace(geo, gs_refine=True)
+    cfg = tiny(tmp_path / "refine", steps=3, model=refine, init_from=src, depth_only=True, lpips_start=0)
+    lib.pretrain(cfg)
+    before, after = weights(src), weights(tmp_path / "refine" / "ckpt.pt")
+    added = [k for k in after if k not in before]
+    assert added and all(k.startswith("gaussian_head.refine.") for k in added)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not torch.equal(after["gaussian_head.refine.out.weight"], torch.zeros_like(after["gaussian_head.refine.out.weight"]))
+    logged = [json.loads(s) for s in (tmp_path / "refine" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["depth_plane_ce"]) and "psnr" in r for r in logged if "loss" in r)
+    with pytest.raises(ValueError, match="--depth-only"):
+        lib.pretrain(tiny(tmp_path / "bad", steps=1, model=geo, depth_only=True))
+    from train.calibrate_sweep import CalibrateConfig
+    from train.calibrate_sweep import main as calibrate
+
+    with pytest.raises(SystemExit, match="cost regulariser"):
+        calibrate(CalibrateConfig(tmp_path / "refine" / "ckpt.pt", tmp_path / "x.pt", scenes=1, size=32, num_input=4))
+
+
 def test_validation_scenes_are_neither_held_out_nor_training_scenes():
     from fsm.data import TRAIN_SEEDS, VALIDATION_SCENES
 

@@ -86,6 +86,9 @@ class ModelOptions:
     nearest each time; fsm/geohead.py) or paper (all 20 numbers regressed, the baseline)."""
     gs_sweep: bool = True
     """Geo head: feed it the plane-sweep costs (--model.no-gs-sweep: the ablation without them)."""
+    gs_refine: bool = False
+    """Geo head: add a 3D U-Net over the cost volume that corrects the depth-plane logits
+    (fsm.geohead.CostRegularizer; zero at init, so --init-from a checkpoint without it starts there)."""
 
 
 @dataclass
@@ -119,6 +122,10 @@ class TrainConfig:
     """Weight of the 4DGS head's depth losses where samples carry true depth (the synthetic engine;
     0 = off): mean |log depth - log true depth| over input pixels (sky at the far bound) plus, for
     the geo head, the cross-entropy of its depth planes (depth_supervision)."""
+    depth_only: bool = False
+    """Train only the geo head's cost regulariser (--model.gs-refine) on the depth losses alone,
+    everything else frozen and no render loss: the cheap stage that adds the regulariser to trained
+    weights (--init-from). Needs samples with true depth (the synthetic engine)."""
     scale_jitter: float = 1.0
     """Rescale each synthetic sample's world (camera positions and depth) by a log-uniform factor
     in [1/x, x] (train.lib.rescale_world), so the 4DGS depth must come from parallax rather than
@@ -281,7 +288,8 @@ def heldout_batches(data: SampleConfig, regime: str, scenes: int) -> list[Sample
 def build_model(cfg: TrainConfig) -> FSM:
     """The preset's architecture with --model.heads; its run settings with --model.frames-per-chunk
     and --elastic.* (stored in the checkpoint as the defaults for streaming these weights)."""
-    model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads), gs_head=cfg.model.gs_head, gs_sweep=cfg.model.gs_sweep)
+    model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads), gs_head=cfg.model.gs_head, gs_sweep=cfg.model.gs_sweep,
+                             gs_refine=cfg.model.gs_refine)
     model.stream = model.stream_config(frames_per_chunk=cfg.model.frames_per_chunk, elastic=cfg.elastic.to_config())
     return model
 
@@ -392,10 +400,14 @@ def init_weights(path: Path, model: FSM) -> dict:
     returns its metadata under "init_from" (what the run started from)."""
     ckpt = read_checkpoint(path)
     config, _ = checkpoint_configs(path, ckpt)
-    differ = differences(config, model.config)
+    # the one difference allowed: the cost regulariser added (its zero output layer keeps the model as it was)
+    adds_refine = not config.gs_refine and model.config.gs_refine
+    differ = differences(replace(config, gs_refine=model.config.gs_refine), model.config)
     if differ:
         raise ValueError(f"{path}: the architecture differs from --model's — " + "; ".join(differ))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+    missing, unexpected = model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}, strict=False)
+    if unexpected or any(not (adds_refine and k.startswith("gaussian_head.refine.")) for k in missing):
+        raise ValueError(f"{path}: weights do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
     meta = ckpt.get("metadata", {})
     return {"init_from": {"path": str(path), "steps": meta.get("steps"), "cpu_hours": meta.get("cpu_hours")}}
 
@@ -630,8 +642,14 @@ def pretrain(cfg: TrainConfig) -> dict:
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"--steps and --batch-size must be >= 1, got {cfg.steps}, {cfg.batch_size}")
 
+    if cfg.depth_only and not (cfg.model.gs_refine and cfg.data.source == "synthetic" and cfg.depth_weight > 0):
+        raise ValueError("--depth-only trains the cost regulariser on true depth: it needs --model.gs-refine, "
+                         "--model.heads including 4dgs, synthetic data and --depth-weight > 0")
     seed_everything(cfg.seed)  # identical initial weights on every process
     model = build_model(cfg).to(device)
+    if cfg.depth_only:  # before the optimizer is built: it takes the parameters that require grad
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("gaussian_head.refine."))
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     step, metadata = 0, {}
     if cfg.resume is not None:
@@ -703,11 +721,15 @@ def pretrain(cfg: TrainConfig) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            heads = (*model.config.heads, "depth") if depth_truth is not None else None
+            heads = ("depth",) if cfg.depth_only else (*model.config.heads, "depth") if depth_truth is not None else None
             pred = forward(inputs, targets, heads=heads)  # {head: (B, Vt, 3, H, W)}, + "depth" (B, Vi, H, W)
             depth = {k: pred.pop(k) for k in ("depth", "depth_logits") if k in pred}
-            use_lpips = cfg.lpips_weight if step >= cfg.lpips_start else 0.0
-            loss, parts = photometric_loss(pred, targets.images, use_lpips)
+            if cfg.depth_only:  # the render is measured (logged), not trained
+                with torch.no_grad():
+                    _, parts = photometric_loss(pred, targets.images, 0.0)
+                loss = torch.zeros((), device=device)
+            else:
+                loss, parts = photometric_loss(pred, targets.images, cfg.lpips_weight if step >= cfg.lpips_start else 0.0)
             if depth:
                 d_loss, d_parts = depth_supervision(depth, depth_truth.to(device), model)
                 loss = loss + cfg.depth_weight * d_loss
