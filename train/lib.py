@@ -642,9 +642,10 @@ def pretrain(cfg: TrainConfig) -> dict:
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"--steps and --batch-size must be >= 1, got {cfg.steps}, {cfg.batch_size}")
 
-    if cfg.depth_only and not (cfg.model.gs_refine and cfg.data.source == "synthetic" and cfg.depth_weight > 0):
-        raise ValueError("--depth-only trains the cost regulariser on true depth: it needs --model.gs-refine, "
-                         "--model.heads including 4dgs, synthetic data and --depth-weight > 0")
+    geo_refine = cfg.model.gs_refine and cfg.model.gs_head == "geo" and "4dgs" in cfg.model.heads
+    if cfg.depth_only and not (geo_refine and cfg.data.source == "synthetic" and cfg.depth_weight > 0):
+        raise ValueError("--depth-only trains the cost regulariser on true depth: it needs --model.gs-refine with the geo "
+                         "4DGS head (--model.heads including 4dgs), synthetic data and --depth-weight > 0")
     seed_everything(cfg.seed)  # identical initial weights on every process
     model = build_model(cfg).to(device)
     if cfg.depth_only:  # before the optimizer is built: it takes the parameters that require grad
