@@ -401,12 +401,13 @@ def init_weights(path: Path, model: FSM) -> dict:
     ckpt = read_checkpoint(path)
     config, _ = checkpoint_configs(path, ckpt)
     # the one difference allowed: the cost regulariser added (its zero output layer keeps the model as it was)
-    adds_refine = not config.gs_refine and model.config.gs_refine
-    differ = differences(replace(config, gs_refine=model.config.gs_refine), model.config)
+    adds_refine = model.config.gs_refine and not config.gs_refine
+    differ = differences(replace(config, gs_refine=True) if adds_refine else config, model.config)
     if differ:
         raise ValueError(f"{path}: the architecture differs from --model's — " + "; ".join(differ))
-    missing, unexpected = model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}, strict=False)
-    if unexpected or any(not (adds_refine and k.startswith("gaussian_head.refine.")) for k in missing):
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    missing, unexpected = model.load_state_dict(state, strict=not adds_refine)
+    if unexpected or any(not k.startswith("gaussian_head.refine.") for k in missing):
         raise ValueError(f"{path}: weights do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
     meta = ckpt.get("metadata", {})
     return {"init_from": {"path": str(path), "steps": meta.get("steps"), "cpu_hours": meta.get("cpu_hours")}}
