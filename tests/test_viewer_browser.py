@@ -108,10 +108,11 @@ def test_viewer_in_chromium(viewer):
         # the layer-0 drift curve is drawn (its line colour is on the chart)
         import imageio.v3 as iio
 
-        time.sleep(0.5)
-        chart = iio.imread(page.locator(".uplot").first.screenshot())[..., :3].astype(int)
-        line = np.abs(chart - np.array([0x4E, 0x79, 0xA7])).sum(-1) < 40
-        assert line.sum() > 50, "no drift curve on the chart"
+        def line_pixels() -> int:  # the chart redraws as the last points arrive: poll, don't sleep
+            chart = iio.imread(page.locator(".uplot").first.screenshot())[..., :3].astype(int)
+            return int((np.abs(chart - np.array([0x4E, 0x79, 0xA7])).sum(-1) < 40).sum())
+
+        assert wait_for(lambda: line_pixels() > 50, timeout=10.0), f"no drift curve on the chart ({line_pixels()} line pixels)"
         page.get_by_text("Done.", exact=False).wait_for(timeout=10_000)
 
         # a rendered background arrived for this browser
