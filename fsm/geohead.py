@@ -172,12 +172,64 @@ class CostRegularizer(nn.Module):
         return F.interpolate(y, size=(P, H, W), mode="trilinear", align_corners=False)[:, 0]
 
 
+class EdgePropagation(nn.Module):
+    """Each pixel's plane distribution re-mixed from its 5x5 neighbours of similar colour -> new logits.
+
+    The cost regulariser's correction is computed at half resolution and upsampled, and the sky's
+    confident far-plane logits bleed into the surface pixels beside it (measured: ~1% of held-out
+    surface pixels read out beyond 300 model units, nearly all within 2 px of the sky, carry 99% of the
+    mean depth abs-rel). The engine renders pixel centres, so such a pixel has its surface's colour,
+    not the sky's, and its same-coloured neighbours hold the right distribution. So, bilateral-filter
+    style, the affinity to neighbour k is a learned term from a small full-resolution CNN over
+    [RGB, current log depth, confidence] minus beta * |rgb - rgb_k|^2, and with a gate g per pixel
+
+        logp' = logp + g * (sum_k softmax(a)_k * logp_k - logp),    k over the 5x5 neighbourhood
+
+    (a convex mix of neighbour log-probabilities, as in RAFT's upsampling / CSPN's propagation, but
+    gated). No library op does this gated neighbourhood mix. Measured without the colour term (a
+    learned affinity only): after 150 steps it traded sky pixels read near for more surface pixels
+    read far. g's layer is zero at init, so adding the module to a trained head starts from exactly
+    that head. Shapes: (N,P,H,W) -> (N,P,H,W)."""
+
+    RADIUS = 2  # 5x5 neighbourhood: the outliers sit within 2 px of the sky
+    COLOUR_BETA = 30.0  # initial beta: a neighbour 0.3 off in every channel weighs exp(-8) as much
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        k = (2 * self.RADIUS + 1) ** 2
+        self.conv1 = nn.Conv2d(5, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.affinity = nn.Conv2d(width, k, 3, padding=1)
+        self.log_beta = nn.Parameter(torch.tensor(math.log(self.COLOUR_BETA)))
+        self.gate = nn.Conv2d(width, 1, 3, padding=1)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.zeros_(self.gate.bias)
+
+    def forward(self, logits: torch.Tensor, log_planes: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+        """logits (N,P,H,W), log_planes (P,), rgb (N,3,H,W) in [0,1] -> logits (N,P,H,W) (log-probabilities)."""
+        N, P, H, W = logits.shape
+        r = self.RADIUS
+        offsets = [(dy, dx) for dy in range(2 * r + 1) for dx in range(2 * r + 1)]
+        shifted = lambda x: (lambda p: [p[:, :, dy : dy + H, dx : dx + W] for dy, dx in offsets])(F.pad(x, (r, r, r, r), mode="replicate"))
+        logp = logits.log_softmax(1).clamp(min=-30.0)  # clamp: -inf would make 0 * -inf = nan in the mix
+        depth = (plane_readout(logits, log_planes) - log_planes[0]) / (log_planes[-1] - log_planes[0])  # (N,H,W) in [0,1]
+        confidence = logp.amax(1).exp()  # (N,H,W)
+        x = torch.cat([rgb * 2 - 1, depth[:, None] * 2 - 1, confidence[:, None] * 2 - 1], 1).detach()  # (N,5,H,W): a guide
+        h = F.gelu(self.conv2(F.gelu(self.conv1(x))))
+        colour = torch.cat([(rgb - n).square().sum(1, keepdim=True) for n in shifted(rgb)], 1)  # (N,25,H,W)
+        w = (self.affinity(h) - self.log_beta.exp() * colour).softmax(1)  # (N,25,H,W)
+        mix = sum(w[:, k : k + 1] * n for k, n in enumerate(shifted(logp)))  # (N,P,H,W)
+        return logp + self.gate(h) * (mix - logp)
+
+
 class GeoGaussianHead(nn.Module):
     """[plane-sweep costs (P), RGB (3), backbone features (F)] per pixel -> depth + residuals;
-    with refine, a CostRegularizer adds its correction to the plane logits."""
+    with refine, a CostRegularizer adds its correction to the plane logits; with edge, EdgePropagation
+    then re-mixes them from each pixel's neighbours."""
 
     def __init__(
-        self, dim: int, patch: int, planes: int, near: float, far: float, features: int = 8, width: int = 32, refine: bool = False
+        self, dim: int, patch: int, planes: int, near: float, far: float, features: int = 8, width: int = 32,
+        refine: bool = False, edge: bool = False,
     ):
         super().__init__()
         self.patch, self.near, self.far = patch, near, far
@@ -194,6 +246,7 @@ class GeoGaussianHead(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(SWEEP_TEMPERATURE)))
         self.refine = CostRegularizer() if refine else None
+        self.edge = EdgePropagation() if edge else None
 
     @property
     def planes(self) -> torch.Tensor:
@@ -213,5 +266,7 @@ class GeoGaussianHead(nn.Module):
         if self.refine is not None:
             flat = lambda x: x.reshape(B * V, *x.shape[2:])
             logits = logits + self.refine(flat(cost.to(y)), flat(logits), flat(images.to(y))).reshape(B, V, P, H, W)
+        if self.edge is not None:
+            logits = self.edge(logits.reshape(B * V, P, H, W), self.log_planes, images.to(y).reshape(B * V, 3, H, W)).reshape(B, V, P, H, W)
         depth = plane_readout(logits, self.log_planes).exp()  # (B,V,H,W)
         return geo_gaussians(depth, images, y[:, :, P:], c2w, fxfycxcy, times, gap), depth, logits

@@ -59,6 +59,7 @@ class FSMConfig:
     gs_planes: int = 32  # geo: depth planes of the plane sweep (log-spaced in [gs_near, gs_far])
     gs_sweep: bool = True  # geo: feed the plane-sweep costs (False: a constant, the ablation without the cue)
     gs_refine: bool = False  # geo: a 3D U-Net over the cost volume corrects the plane logits (geohead.CostRegularizer)
+    gs_edge: bool = False  # geo: the plane logits re-mixed from each pixel's 5x5 neighbours (geohead.EdgePropagation)
     gs_front: int = 1  # geo: a render at time t shows the Gaussians of the frame(s) nearest t ...
     gs_fill: int = 4  # ... over those of the next nearest frames, which fill its holes
 
@@ -321,7 +322,8 @@ class FSM(nn.Module):
         if "4dgs" in config.heads and config.gs_head == "paper":
             self.gaussian_head = GaussianHead(config.dim, config.patch, *config.gs_range)
         elif "4dgs" in config.heads:
-            self.gaussian_head = GeoGaussianHead(config.dim, config.patch, config.gs_planes, *config.gs_range, refine=config.gs_refine)
+            self.gaussian_head = GeoGaussianHead(config.dim, config.patch, config.gs_planes, *config.gs_range, refine=config.gs_refine,
+                                                 edge=config.gs_edge)
 
     @staticmethod
     def from_preset(name: str, stream: StreamConfig | None = None, **overrides) -> "FSM":

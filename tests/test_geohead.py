@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from fsm.cameras import look_at, pixel_rays, project_points
 from fsm.data.samples import HELDOUT_SCENES, heldout_samples
 from fsm.data.synthetic import make_path, make_scene, trace
-from fsm.geohead import FOOTPRINT_PX, CostRegularizer, frame_spacing, oracle_gaussians, plane_cross_entropy, plane_readout
+from fsm.geohead import FOOTPRINT_PX, CostRegularizer, EdgePropagation, frame_spacing, oracle_gaussians, plane_cross_entropy, plane_readout
 from fsm.metrics import psnr
 from fsm.model import FSM, render_gaussians
 from fsm.planesweep import NO_COST, chunk_groups, log_depth_planes, plane_sweep_cost
@@ -303,6 +303,66 @@ def test_cost_regularizer_handles_odd_sizes_and_keeps_shapes():
         cost, logits, rgb = torch.rand(2, 12, H, W), torch.randn(2, 12, H, W), torch.rand(2, 3, H, W)
         y = reg(cost, logits, rgb)
         assert y.shape == (2, 12, H, W) and torch.isfinite(y).all() and y.abs().sum() > 0
+
+
+def test_edge_propagation_matches_a_dense_neighbourhood_reference():
+    """logp' = logp + g (sum_k w_k logp_k - logp) over the 5x5 neighbourhood (edges replicated),
+    w = softmax(learned - beta |rgb - rgb_k|^2): checked against F.unfold with the module's own layers."""
+    torch.manual_seed(0)
+    edge = EdgePropagation(width=4)
+    torch.nn.init.normal_(edge.gate.weight, std=0.3)
+    N, P, H, W = 2, 8, 7, 9
+    logits, rgb = torch.randn(N, P, H, W) * 3, torch.rand(N, 3, H, W)
+    log_planes = torch.linspace(math.log(0.3), math.log(3000.0), P)
+    out = edge(logits, log_planes, rgb)
+
+    logp = logits.log_softmax(1)
+    depth = (plane_readout(logits, log_planes) - log_planes[0]) / (log_planes[-1] - log_planes[0])
+    x = torch.cat([rgb * 2 - 1, depth[:, None] * 2 - 1, logp.amax(1, keepdim=True).exp() * 2 - 1], 1)
+    h = F.gelu(edge.conv2(F.gelu(edge.conv1(x))))
+    around = lambda x: F.unfold(F.pad(x, (2, 2, 2, 2), mode="replicate"), 5).reshape(N, x.shape[1], 25, H, W)
+    colour = (rgb[:, :, None] - around(rgb)).square().sum(1)  # (N,25,H,W)
+    w, g = (edge.affinity(h) - edge.log_beta.exp() * colour).softmax(1), edge.gate(h)  # (N,25,H,W), (N,1,H,W)
+    neighbours = around(logp)
+    expected = logp + g * ((neighbours * w[:, None]).sum(2) - logp)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def _bleeding_edges(n: int, seed: int, H: int = 12, W: int = 16, P: int = 16):
+    """n images split at a random column into two flat random colours: a near surface (plane 3) and
+    the sky (the far plane, inf); plane logits that are right but blurred 2 px across the edge, the
+    sky's more confident (as an upsampled correction bleeds) -> rgb, true depth, logits, log planes."""
+    g = torch.Generator().manual_seed(seed)
+    log_planes = torch.linspace(math.log(0.3), math.log(3000.0), P)
+    rgb, depth, logits = torch.zeros(n, 3, H, W), torch.zeros(n, H, W), torch.zeros(n, P, H, W)
+    for i in range(n):
+        near = torch.arange(W) < int(torch.randint(4, W - 4, (1,), generator=g))  # (W,)
+        colours = torch.rand(2, 3, generator=g)
+        rgb[i] = torch.where(near, colours[0][:, None], colours[1][:, None])[:, None].expand(3, H, W)
+        depth[i] = torch.where(near, log_planes[3].exp(), torch.tensor(math.inf))
+        sharp = F.one_hot(torch.where(near, 3, P - 1), P).T.float() * torch.where(near, 6.0, 12.0)  # (P,W)
+        logits[i] = F.avg_pool1d(sharp[None], 5, 1, 2, count_include_pad=False)[0][:, None].expand(P, H, W)
+    return rgb, depth, logits, log_planes
+
+
+def test_edge_propagation_starts_as_identity_and_learns_which_side_of_an_edge_a_pixel_is_on():
+    torch.manual_seed(0)
+    edge = EdgePropagation()
+    rgb, depth, logits, log_planes = _bleeding_edges(8, seed=0)
+    torch.testing.assert_close(edge(logits, log_planes, rgb), logits.log_softmax(1))  # gate zero at init
+    opt = torch.optim.Adam(edge.parameters(), lr=1e-2)
+    for _ in range(40):
+        opt.zero_grad()
+        plane_cross_entropy(edge(logits, log_planes, rgb), log_planes, depth).backward()
+        opt.step()
+    # new images, edges and colours: the surface pixel beside the sky reads out at the surface
+    rgb, depth, logits, log_planes = _bleeding_edges(8, seed=1)
+    with torch.no_grad():
+        before = plane_readout(logits, log_planes).exp()
+        after = plane_readout(edge(logits, log_planes, rgb), log_planes).exp()
+    surface = torch.isfinite(depth)
+    wrong = lambda d: ((d - depth).abs() / depth)[surface].mean().item()
+    assert wrong(before) > 10 and wrong(after) < 0.05, (wrong(before), wrong(after))
 
 
 def test_geo_stream_equals_batched_decode_and_keeps_frames_bounded(geo_model):

@@ -414,20 +414,22 @@ def test_init_from_a_shipped_checkpoint_starts_from_its_weights(tmp_path, smoke_
         lib.pretrain(other)
 
 
-def test_depth_only_stage_adds_and_trains_just_the_cost_regularizer(tmp_path):
-    """--init-from a geo checkpoint without the regulariser + --model.gs-refine --depth-only: every
-    weight it had stays bit-equal, the regulariser's change, the depth losses are logged."""
+def test_depth_only_stage_adds_and_trains_just_the_depth_modules(tmp_path):
+    """--init-from a geo checkpoint without them + --model.gs-refine --model.gs-edge --depth-only: every
+    weight it had stays bit-equal, the regulariser's and the edge propagation's change, the depth
+    losses are logged."""
     geo = lib.ModelOptions(preset="tiny", heads=("lvsm", "4dgs"), gs_head="geo")
     lib.pretrain(tiny(tmp_path / "geo", steps=1, model=geo, lpips_start=100))
     src = tmp_path / "geo" / "ckpt.pt"
-    refine = replace(geo, gs_refine=True)
+    refine = replace(geo, gs_refine=True, gs_edge=True)
     cfg = tiny(tmp_path / "refine", steps=3, model=refine, init_from=src, depth_only=True, lpips_start=0)
     lib.pretrain(cfg)
     before, after = weights(src), weights(tmp_path / "refine" / "ckpt.pt")
-    added = [k for k in after if k not in before]
-    assert added and all(k.startswith("gaussian_head.refine.") for k in added)
+    added = {k.split(".")[1] for k in after if k not in before}
+    assert added == {"refine", "edge"}
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert not torch.equal(after["gaussian_head.refine.out.weight"], torch.zeros_like(after["gaussian_head.refine.out.weight"]))
+    for zero_at_init in ("gaussian_head.refine.out.weight", "gaussian_head.edge.gate.weight"):
+        assert after[zero_at_init].abs().sum() > 0, zero_at_init
     logged = [json.loads(s) for s in (tmp_path / "refine" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["depth_plane_ce"]) and "psnr" in r for r in logged if "loss" in r)
     with pytest.raises(ValueError, match="--depth-only"):
@@ -435,7 +437,7 @@ def test_depth_only_stage_adds_and_trains_just_the_cost_regularizer(tmp_path):
     from train.calibrate_sweep import CalibrateConfig
     from train.calibrate_sweep import main as calibrate
 
-    with pytest.raises(SystemExit, match="cost regulariser"):
+    with pytest.raises(SystemExit, match="depth modules"):
         calibrate(CalibrateConfig(tmp_path / "refine" / "ckpt.pt", tmp_path / "x.pt", scenes=1, size=32, num_input=4))
 
 

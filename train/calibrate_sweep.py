@@ -83,8 +83,8 @@ def main(cfg: CalibrateConfig) -> dict:
     model = load_checkpoint(cfg.src, device=cfg.device)
     if model.config.gs_head != "geo" or not model.config.gs_sweep or "4dgs" not in model.config.heads:
         raise SystemExit(f"{cfg.src}: calibrate_sweep needs a geo 4DGS head with the plane sweep (gs_head='geo', gs_sweep)")
-    if model.config.gs_refine:  # its logits are no longer linear in T, and it was trained at the T it has
-        raise SystemExit(f"{cfg.src}: has a cost regulariser (gs_refine), trained at its sweep temperature; "
+    if model.config.gs_refine or model.config.gs_edge:  # its logits are no longer linear in T; trained at the T it has
+        raise SystemExit(f"{cfg.src}: has depth modules (gs_refine / gs_edge) trained at its sweep temperature; "
                          "calibrate the checkpoint it was trained from instead")
     t_model = model.gaussian_head.log_temperature.exp().item()
     temperatures = sorted({*map(float, cfg.temperatures), t_model})

@@ -89,6 +89,9 @@ class ModelOptions:
     gs_refine: bool = False
     """Geo head: add a 3D U-Net over the cost volume that corrects the depth-plane logits
     (fsm.geohead.CostRegularizer; zero at init, so --init-from a checkpoint without it starts there)."""
+    gs_edge: bool = False
+    """Geo head: re-mix each pixel's depth-plane logits from its 5x5 neighbours by a learned colour
+    affinity, after the regulariser (fsm.geohead.EdgePropagation; gated by zero at init, like gs-refine)."""
 
 
 @dataclass
@@ -123,8 +126,8 @@ class TrainConfig:
     0 = off): mean |log depth - log true depth| over input pixels (sky at the far bound) plus, for
     the geo head, the cross-entropy of its depth planes (depth_supervision)."""
     depth_only: bool = False
-    """Train only the geo head's cost regulariser (--model.gs-refine) on the depth losses alone,
-    everything else frozen and no render loss: the cheap stage that adds the regulariser to trained
+    """Train only the geo head's depth modules (--model.gs-refine, --model.gs-edge) on the depth losses
+    alone, everything else frozen and no render loss: the cheap stage that adds them to trained
     weights (--init-from). Needs samples with true depth (the synthetic engine)."""
     scale_jitter: float = 1.0
     """Rescale each synthetic sample's world (camera positions and depth) by a log-uniform factor
@@ -289,7 +292,7 @@ def build_model(cfg: TrainConfig) -> FSM:
     """The preset's architecture with --model.heads; its run settings with --model.frames-per-chunk
     and --elastic.* (stored in the checkpoint as the defaults for streaming these weights)."""
     model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads), gs_head=cfg.model.gs_head, gs_sweep=cfg.model.gs_sweep,
-                             gs_refine=cfg.model.gs_refine)
+                             gs_refine=cfg.model.gs_refine, gs_edge=cfg.model.gs_edge)
     model.stream = model.stream_config(frames_per_chunk=cfg.model.frames_per_chunk, elastic=cfg.elastic.to_config())
     return model
 
@@ -395,19 +398,24 @@ def load_training_checkpoint(path: Path, model: FSM, optimizer) -> tuple[int, di
     return int(ckpt["step"]), ckpt.get("metadata", {})
 
 
+# the geo head's depth modules: config flag -> parameter prefix. Each starts as the identity, so it may be
+# added to a checkpoint without it (--init-from), and --depth-only trains exactly these.
+DEPTH_MODULES = {"gs_refine": "gaussian_head.refine.", "gs_edge": "gaussian_head.edge."}
+
+
 def init_weights(path: Path, model: FSM) -> dict:
     """Load the weights of any checkpoint with this architecture (fp16 ones are restored to fp32);
     returns its metadata under "init_from" (what the run started from)."""
     ckpt = read_checkpoint(path)
     config, _ = checkpoint_configs(path, ckpt)
-    # the one difference allowed: the cost regulariser added (its zero output layer keeps the model as it was)
-    adds_refine = model.config.gs_refine and not config.gs_refine
-    differ = differences(replace(config, gs_refine=True) if adds_refine else config, model.config)
+    # the one difference allowed: depth modules added (their zero output layers keep the model as it was)
+    added = {flag: prefix for flag, prefix in DEPTH_MODULES.items() if getattr(model.config, flag) and not getattr(config, flag)}
+    differ = differences(replace(config, **dict.fromkeys(added, True)), model.config)
     if differ:
         raise ValueError(f"{path}: the architecture differs from --model's — " + "; ".join(differ))
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    missing, unexpected = model.load_state_dict(state, strict=not adds_refine)
-    if unexpected or any(not k.startswith("gaussian_head.refine.") for k in missing):
+    missing, unexpected = model.load_state_dict(state, strict=not added)
+    if unexpected or any(not k.startswith(tuple(added.values())) for k in missing):
         raise ValueError(f"{path}: weights do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
     meta = ckpt.get("metadata", {})
     return {"init_from": {"path": str(path), "steps": meta.get("steps"), "cpu_hours": meta.get("cpu_hours")}}
@@ -643,15 +651,15 @@ def pretrain(cfg: TrainConfig) -> dict:
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"--steps and --batch-size must be >= 1, got {cfg.steps}, {cfg.batch_size}")
 
-    geo_refine = cfg.model.gs_refine and cfg.model.gs_head == "geo" and "4dgs" in cfg.model.heads
+    geo_refine = (cfg.model.gs_refine or cfg.model.gs_edge) and cfg.model.gs_head == "geo" and "4dgs" in cfg.model.heads
     if cfg.depth_only and not (geo_refine and cfg.data.source == "synthetic" and cfg.depth_weight > 0):
-        raise ValueError("--depth-only trains the cost regulariser on true depth: it needs --model.gs-refine with the geo "
-                         "4DGS head (--model.heads including 4dgs), synthetic data and --depth-weight > 0")
+        raise ValueError("--depth-only trains the depth modules on true depth: it needs --model.gs-refine or --model.gs-edge "
+                         "with the geo 4DGS head (--model.heads including 4dgs), synthetic data and --depth-weight > 0")
     seed_everything(cfg.seed)  # identical initial weights on every process
     model = build_model(cfg).to(device)
     if cfg.depth_only:  # before the optimizer is built: it takes the parameters that require grad
         for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("gaussian_head.refine."))
+            p.requires_grad_(name.startswith(tuple(DEPTH_MODULES.values())))
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     step, metadata = 0, {}
     if cfg.resume is not None:
