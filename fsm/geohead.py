@@ -172,6 +172,16 @@ class CostRegularizer(nn.Module):
         return F.interpolate(y, size=(P, H, W), mode="trilinear", align_corners=False)[:, 0]
 
 
+def neighbours(x: torch.Tensor, radius: int) -> list[torch.Tensor]:
+    """(N,C,H,W) -> the (2r+1)^2 shifted copies x[:, :, y+dy, x+dx] (row-major dy, dx in [-r, r]), edges
+    replicated. Views of one padded tensor: a loop over them keeps memory at one copy (F.unfold would
+    materialise all (2r+1)^2)."""
+    H, W = x.shape[-2:]
+    p = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    k = 2 * radius + 1
+    return [p[:, :, dy : dy + H, dx : dx + W] for dy in range(k) for dx in range(k)]
+
+
 class EdgePropagation(nn.Module):
     """Each pixel's plane distribution re-mixed from its 5x5 neighbours of similar colour -> new logits.
 
@@ -207,18 +217,14 @@ class EdgePropagation(nn.Module):
 
     def forward(self, logits: torch.Tensor, log_planes: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
         """logits (N,P,H,W), log_planes (P,), rgb (N,3,H,W) in [0,1] -> logits (N,P,H,W) (log-probabilities)."""
-        N, P, H, W = logits.shape
-        r = self.RADIUS
-        offsets = [(dy, dx) for dy in range(2 * r + 1) for dx in range(2 * r + 1)]
-        shifted = lambda x: (lambda p: [p[:, :, dy : dy + H, dx : dx + W] for dy, dx in offsets])(F.pad(x, (r, r, r, r), mode="replicate"))
         logp = logits.log_softmax(1).clamp(min=-30.0)  # clamp: -inf would make 0 * -inf = nan in the mix
         depth = (plane_readout(logits, log_planes) - log_planes[0]) / (log_planes[-1] - log_planes[0])  # (N,H,W) in [0,1]
         confidence = logp.amax(1).exp()  # (N,H,W)
         x = torch.cat([rgb * 2 - 1, depth[:, None] * 2 - 1, confidence[:, None] * 2 - 1], 1).detach()  # (N,5,H,W): a guide
         h = F.gelu(self.conv2(F.gelu(self.conv1(x))))
-        colour = torch.cat([(rgb - n).square().sum(1, keepdim=True) for n in shifted(rgb)], 1)  # (N,25,H,W)
+        colour = torch.cat([(rgb - n).square().sum(1, keepdim=True) for n in neighbours(rgb, self.RADIUS)], 1)  # (N,25,H,W)
         w = (self.affinity(h) - self.log_beta.exp() * colour).softmax(1)  # (N,25,H,W)
-        mix = sum(w[:, k : k + 1] * n for k, n in enumerate(shifted(logp)))  # (N,P,H,W)
+        mix = sum(w[:, k : k + 1] * n for k, n in enumerate(neighbours(logp, self.RADIUS)))  # (N,P,H,W)
         return logp + self.gate(h) * (mix - logp)
 
 
