@@ -651,8 +651,8 @@ def pretrain(cfg: TrainConfig) -> dict:
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"--steps and --batch-size must be >= 1, got {cfg.steps}, {cfg.batch_size}")
 
-    geo_refine = (cfg.model.gs_refine or cfg.model.gs_edge) and cfg.model.gs_head == "geo" and "4dgs" in cfg.model.heads
-    if cfg.depth_only and not (geo_refine and cfg.data.source == "synthetic" and cfg.depth_weight > 0):
+    depth_modules = any(getattr(cfg.model, flag) for flag in DEPTH_MODULES) and cfg.model.gs_head == "geo" and "4dgs" in cfg.model.heads
+    if cfg.depth_only and not (depth_modules and cfg.data.source == "synthetic" and cfg.depth_weight > 0):
         raise ValueError("--depth-only trains the depth modules on true depth: it needs --model.gs-refine or --model.gs-edge "
                          "with the geo 4DGS head (--model.heads including 4dgs), synthetic data and --depth-weight > 0")
     seed_everything(cfg.seed)  # identical initial weights on every process
