@@ -186,7 +186,7 @@ class EdgePropagation(nn.Module):
     """Each pixel's plane distribution re-mixed from its 5x5 neighbours of similar colour -> new logits.
 
     The cost regulariser's correction is computed at half resolution and upsampled, and the sky's
-    confident far-plane logits bleed into the surface pixels beside it (measured: ~1% of held-out
+    confident far-plane logits bleed into the surface pixels beside it (measured: ~1% of validation
     surface pixels read out beyond 300 model units, nearly all within 2 px of the sky, carry 99% of the
     mean depth abs-rel). The engine renders pixel centres, so such a pixel has its surface's colour,
     not the sky's, and its same-coloured neighbours hold the right distribution. So, bilateral-filter
@@ -269,10 +269,10 @@ class GeoGaussianHead(nn.Module):
         u = F.interpolate(m, size=(H, W), mode="bilinear", align_corners=False)
         y = self.out(F.gelu(self.up(torch.cat([s, u], 1)))).reshape(B, V, P + RAW_REST, H, W)
         logits = -self.log_temperature.exp() * cost.to(y) + y[:, :, :P]
+        flat = lambda x: x.reshape(B * V, *x.shape[2:])  # the depth modules see views as a batch
         if self.refine is not None:
-            flat = lambda x: x.reshape(B * V, *x.shape[2:])
             logits = logits + self.refine(flat(cost.to(y)), flat(logits), flat(images.to(y))).reshape(B, V, P, H, W)
         if self.edge is not None:
-            logits = self.edge(logits.reshape(B * V, P, H, W), self.log_planes, images.to(y).reshape(B * V, 3, H, W)).reshape(B, V, P, H, W)
+            logits = self.edge(flat(logits), self.log_planes, flat(images.to(y))).reshape(B, V, P, H, W)
         depth = plane_readout(logits, self.log_planes).exp()  # (B,V,H,W)
         return geo_gaussians(depth, images, y[:, :, P:], c2w, fxfycxcy, times, gap), depth, logits

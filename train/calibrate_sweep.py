@@ -31,7 +31,7 @@ import tyro
 from fsm.checkpoint import atomic_torch_save, load_checkpoint, read_checkpoint
 from fsm.data import VALIDATION_SCENES, heldout_samples
 from fsm.geohead import plane_readout
-from fsm.model import FSM
+from fsm.model import DEPTH_MODULES, FSM
 from fsm.planesweep import chunk_groups, plane_sweep_cost
 
 KEY = "gaussian_head.log_temperature"
@@ -83,7 +83,7 @@ def main(cfg: CalibrateConfig) -> dict:
     model = load_checkpoint(cfg.src, device=cfg.device)
     if model.config.gs_head != "geo" or not model.config.gs_sweep or "4dgs" not in model.config.heads:
         raise SystemExit(f"{cfg.src}: calibrate_sweep needs a geo 4DGS head with the plane sweep (gs_head='geo', gs_sweep)")
-    if model.config.gs_refine or model.config.gs_edge:  # its logits are no longer linear in T; trained at the T it has
+    if any(getattr(model.config, flag) for flag in DEPTH_MODULES):  # logits no longer linear in T; trained at its T
         raise SystemExit(f"{cfg.src}: has depth modules (gs_refine / gs_edge) trained at its sweep temperature; "
                          "calibrate the checkpoint it was trained from instead")
     t_model = model.gaussian_head.log_temperature.exp().item()

@@ -39,7 +39,7 @@ from fsm.data.samples import HELDOUT_SCENES, REGIMES, ClipSource, Sample, Sample
 from fsm.lacet import ElasticConfig
 from fsm.metrics import lpips, psnr, ssim
 from fsm.geohead import frame_spacing, oracle_gaussians, plane_cross_entropy
-from fsm.model import FSM, GS_RANGES, StreamConfig, Views, render_gaussians
+from fsm.model import DEPTH_MODULES, FSM, GS_RANGES, StreamConfig, Views, render_gaussians
 from fsm.planesweep import chunk_groups
 from fsm.precision import DtypeChoice, resolve_dtype
 from fsm.stream import StreamSession
@@ -398,17 +398,12 @@ def load_training_checkpoint(path: Path, model: FSM, optimizer) -> tuple[int, di
     return int(ckpt["step"]), ckpt.get("metadata", {})
 
 
-# the geo head's depth modules: config flag -> parameter prefix. Each starts as the identity, so it may be
-# added to a checkpoint without it (--init-from), and --depth-only trains exactly these.
-DEPTH_MODULES = {"gs_refine": "gaussian_head.refine.", "gs_edge": "gaussian_head.edge."}
-
-
 def init_weights(path: Path, model: FSM) -> dict:
     """Load the weights of any checkpoint with this architecture (fp16 ones are restored to fp32);
     returns its metadata under "init_from" (what the run started from)."""
     ckpt = read_checkpoint(path)
     config, _ = checkpoint_configs(path, ckpt)
-    # the one difference allowed: depth modules added (their zero output layers keep the model as it was)
+    # the one difference allowed: depth modules added (they start as the identity: the model stays as it was)
     added = {flag: prefix for flag, prefix in DEPTH_MODULES.items() if getattr(model.config, flag) and not getattr(config, flag)}
     differ = differences(replace(config, **dict.fromkeys(added, True)), model.config)
     if differ:
