@@ -120,6 +120,25 @@ def plane_cross_entropy(logits: torch.Tensor, log_planes: torch.Tensor, depth: t
     return -(picked[..., :1, :, :] * (1 - frac) + picked[..., 1:, :, :] * frac).mean()
 
 
+RISK_CAP = 20.0  # plane_abs_rel_risk's cap on one plane's relative error (the far plane costs ~3000 at depth 1)
+
+
+def plane_abs_rel_risk(logits: torch.Tensor, log_planes: torch.Tensor, depth: torch.Tensor, cap: float = RISK_CAP) -> torch.Tensor:
+    """The relative depth error |d_k - d*| / d* (capped at `cap`) the (..., P, H, W) plane distribution
+    expects, averaged over the non-sky pixels (finite true depth (..., H, W)); 0 when there are none.
+
+    Why beside the cross-entropy: the mean abs-rel is carried by surface pixels whose readout lands on
+    the far planes (the sky's), measured: 0.5% of validation pixels, 97% of the mean. The cross-entropy
+    charges such a pixel -log p(true plane) whatever the wrong planes are; this risk charges the far
+    planes' mass by how far they are, so it works on exactly the mass the metric punishes. The cap keeps
+    one pixel from owning the gradient."""
+    surface = torch.isfinite(depth)  # (...,H,W)
+    truth = depth.float().masked_fill(~surface, 1.0)[..., None, :, :]  # (...,1,H,W)
+    cost = ((log_planes.float()[:, None, None].exp() - truth).abs() / truth).clamp(max=cap)  # (...,P,H,W)
+    risk = (logits.float().softmax(-3) * cost).sum(-3)  # (...,H,W)
+    return (risk * surface).sum() / surface.sum().clamp(min=1)
+
+
 def oracle_gaussians(depth: torch.Tensor, images, c2w, fxfycxcy, times, gap, far: float) -> Gaussians4D:
     """The head's rules with a given (true) depth (B,V,H,W) and no learned residual; sky (inf) at `far`."""
     B, V, _, H, W = images.shape

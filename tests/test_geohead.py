@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from fsm.cameras import look_at, pixel_rays, project_points
 from fsm.data.samples import HELDOUT_SCENES, heldout_samples
 from fsm.data.synthetic import make_path, make_scene, trace
-from fsm.geohead import FOOTPRINT_PX, CostRegularizer, EdgePropagation, frame_spacing, oracle_gaussians, plane_cross_entropy, plane_readout
+from fsm.geohead import FOOTPRINT_PX, CostRegularizer, EdgePropagation, frame_spacing, oracle_gaussians, plane_abs_rel_risk, plane_cross_entropy, plane_readout
 from fsm.metrics import psnr
 from fsm.model import FSM, render_gaussians
 from fsm.planesweep import NO_COST, chunk_groups, log_depth_planes, plane_sweep_cost
@@ -234,6 +234,33 @@ def test_plane_cross_entropy_is_two_hot_against_the_true_log_depth():
     target[1, 0, 0, 1] = 1.0
     expected = -(target * logits.log_softmax(1)).sum(1).mean()
     torch.testing.assert_close(plane_cross_entropy(logits, log_planes, depth), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_plane_abs_rel_risk_is_the_expected_capped_relative_error_on_surface_pixels():
+    log_planes = torch.log(log_depth_planes(1.0, 100.0, 5))  # planes 1, 3.16, 10, 31.6, 100
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 1, 2, generator=g)  # (B,P,H,W)
+    depth = torch.tensor([[[10.0, 2.0]], [[float("inf"), 0.5]]])  # (B,H,W); one sky pixel
+    p = logits.softmax(1)
+    terms = []  # a loop over pixels and planes, by hand
+    for b, x in [(0, 0), (0, 1), (1, 1)]:
+        d = depth[b, 0, x].item()
+        terms.append(sum(p[b, k, 0, x] * min(abs(math.exp(log_planes[k].item()) - d) / d, 20.0) for k in range(5)))
+    expected = torch.stack(terms).mean()
+    torch.testing.assert_close(plane_abs_rel_risk(logits, log_planes, depth), expected, atol=1e-5, rtol=1e-5)
+    assert plane_abs_rel_risk(logits, log_planes, torch.full_like(depth, float("inf"))).item() == 0.0  # all sky
+
+
+def test_plane_abs_rel_risk_moves_mass_off_the_far_plane_and_leaves_the_sky_alone():
+    log_planes = torch.log(log_depth_planes(0.3, 3000.0, 32))
+    logits = torch.zeros(1, 32, 1, 2)
+    logits[0, -1] = 3.0  # both pixels lean to the far plane (the sky's)
+    logits[0, 10] = 2.0  # ... with a runner-up near plane
+    logits.requires_grad_(True)
+    depth = torch.tensor([[[math.exp(log_planes[10].item()), float("inf")]]])  # a surface pixel at plane 10; sky
+    plane_abs_rel_risk(logits, log_planes, depth).backward()
+    assert logits.grad[0, -1, 0, 0] > 0 and logits.grad[0, 10, 0, 0] < 0  # descent: far down, the true plane up
+    assert logits.grad[0, :, 0, 1].abs().max() == 0  # the sky pixel is the cross-entropy's business
 
 
 def test_plane_cross_entropy_teaches_the_readout_the_true_depth():

@@ -361,8 +361,8 @@ def test_scale_jitter_is_seeded_and_log_uniform():
     assert min(ratios) < -0.5 and max(ratios) > 0.5  # spread over the range, both ways
 
 
-def test_depth_supervision_adds_the_plane_cross_entropy_for_the_geo_head():
-    from fsm.geohead import plane_cross_entropy
+def test_depth_supervision_adds_the_plane_cross_entropy_and_risk_for_the_geo_head():
+    from fsm.geohead import plane_abs_rel_risk, plane_cross_entropy
 
     torch.manual_seed(0)
     geo = fsm.FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo")
@@ -370,12 +370,16 @@ def test_depth_supervision_adds_the_plane_cross_entropy_for_the_geo_head():
     depth = torch.rand(1, 2, 4, 4) * 10 + 0.5
     truth = torch.rand(1, 2, 4, 4) * 10 + 0.5
     logits = torch.randn(1, 2, geo.config.gs_planes, 4, 4)
-    loss, parts = lib.depth_supervision({"depth": depth, "depth_logits": logits}, truth, geo)
+    loss, parts = lib.depth_supervision({"depth": depth, "depth_logits": logits}, truth, geo, 0.0)
     ce = plane_cross_entropy(logits, geo.gaussian_head.log_planes, truth)
     log_l1 = (depth.log() - truth.log()).abs().mean()
     torch.testing.assert_close(loss, log_l1 + ce)
     assert parts == pytest.approx({"depth_logl1": log_l1.item(), "depth_plane_ce": ce.item()})
-    loss, parts = lib.depth_supervision({"depth": depth}, truth, paper)  # the paper head has no planes
+    loss, parts = lib.depth_supervision({"depth": depth, "depth_logits": logits}, truth, geo, 0.5)  # --depth-risk 0.5
+    risk = plane_abs_rel_risk(logits, geo.gaussian_head.log_planes, truth)
+    torch.testing.assert_close(loss, log_l1 + ce + 0.5 * risk)
+    assert parts["depth_risk"] == pytest.approx(risk.item())
+    loss, parts = lib.depth_supervision({"depth": depth}, truth, paper, 0.5)  # the paper head has no planes
     torch.testing.assert_close(loss, log_l1)
     assert set(parts) == {"depth_logl1"}
 

@@ -38,7 +38,7 @@ from fsm.checkpoint import checkpoint_configs, differences, read_checkpoint, sav
 from fsm.data.samples import HELDOUT_SCENES, REGIMES, ClipSource, Sample, SampleConfig, SampleSource, SyntheticSource, heldout_samples
 from fsm.lacet import ElasticConfig
 from fsm.metrics import lpips, psnr, ssim
-from fsm.geohead import frame_spacing, oracle_gaussians, plane_cross_entropy
+from fsm.geohead import frame_spacing, oracle_gaussians, plane_abs_rel_risk, plane_cross_entropy
 from fsm.model import DEPTH_MODULES, FSM, GS_RANGES, StreamConfig, Views, render_gaussians
 from fsm.planesweep import chunk_groups
 from fsm.precision import DtypeChoice, resolve_dtype
@@ -125,6 +125,10 @@ class TrainConfig:
     """Weight of the 4DGS head's depth losses where samples carry true depth (the synthetic engine;
     0 = off): mean |log depth - log true depth| over input pixels (sky at the far bound) plus, for
     the geo head, the cross-entropy of its depth planes (depth_supervision)."""
+    depth_risk: float = 0.0
+    """Geo head: weight, inside the depth losses, of the relative depth error its plane distribution
+    expects on surface pixels (fsm.geohead.plane_abs_rel_risk): charges the far planes' mass on
+    surface pixels, what the mean depth abs-rel punishes. 0 = off."""
     depth_only: bool = False
     """Train only the geo head's depth modules (--model.gs-refine, --model.gs-edge) on the depth losses
     alone, everything else frozen and no render loss: the cheap stage that adds them to trained
@@ -347,18 +351,24 @@ def depth_loss(depth: torch.Tensor, truth: torch.Tensor, far: float) -> torch.Te
     return (depth.float().clamp(min=1e-6).log() - truth.log()).abs().mean()
 
 
-def depth_supervision(pred: dict, truth: torch.Tensor, model: FSM) -> tuple[torch.Tensor, dict]:
+def depth_supervision(pred: dict, truth: torch.Tensor, model: FSM, risk_weight: float) -> tuple[torch.Tensor, dict]:
     """The 4DGS head's depth losses from the forward's "depth" (and, geo head, "depth_logits"):
-    log-L1 on the depth plus the planes' cross-entropy against the true depth (fsm.geohead). The
-    log-L1 alone only refines around the plane the head already picks (its readout is local); the
-    cross-entropy moves probability to the right plane from anywhere."""
+    log-L1 on the depth plus the planes' cross-entropy against the true depth (fsm.geohead), plus
+    risk_weight x the planes' expected abs-rel on surface pixels (where > 0). The log-L1 alone only
+    refines around the plane the head already picks (its readout is local); the cross-entropy moves
+    probability to the right plane from anywhere; the risk moves it off the far planes first."""
     log_l1 = depth_loss(pred["depth"], truth, model.config.gs_range[1])
     parts = {"depth_logl1": log_l1.item()}
     if "depth_logits" not in pred:
         return log_l1, parts
     ce = plane_cross_entropy(pred["depth_logits"], model.gaussian_head.log_planes, truth)
     parts["depth_plane_ce"] = ce.item()
-    return log_l1 + ce, parts
+    loss = log_l1 + ce
+    if risk_weight > 0:
+        risk = plane_abs_rel_risk(pred["depth_logits"], model.gaussian_head.log_planes, truth)
+        parts["depth_risk"] = risk.item()
+        loss = loss + risk_weight * risk
+    return loss, parts
 
 
 def image_loss(pred: torch.Tensor, truth: torch.Tensor, lpips_weight: float) -> tuple[torch.Tensor, dict]:
@@ -736,7 +746,7 @@ def pretrain(cfg: TrainConfig) -> dict:
             else:
                 loss, parts = photometric_loss(pred, targets.images, cfg.lpips_weight if step >= cfg.lpips_start else 0.0)
             if depth:
-                d_loss, d_parts = depth_supervision(depth, depth_truth.to(device), model)
+                d_loss, d_parts = depth_supervision(depth, depth_truth.to(device), model, cfg.depth_risk)
                 loss = loss + cfg.depth_weight * d_loss
                 parts |= d_parts
             loss.backward()
