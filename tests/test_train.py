@@ -419,14 +419,14 @@ def test_init_from_a_shipped_checkpoint_starts_from_its_weights(tmp_path, smoke_
 
 
 def test_depth_only_stage_adds_and_trains_just_the_depth_modules(tmp_path):
-    """--init-from a geo checkpoint without them + --model.gs-refine --model.gs-edge --depth-only: every
-    weight it had stays bit-equal, the regulariser's and the edge propagation's change, the depth
-    losses are logged."""
+    """--init-from a geo checkpoint without them + --model.gs-refine --model.gs-edge --depth-only
+    --depth-risk 1: every weight it had stays bit-equal, the regulariser's and the edge propagation's
+    change, the depth losses (the risk among them) are logged; --depth-risk without depth planes is refused."""
     geo = lib.ModelOptions(preset="tiny", heads=("lvsm", "4dgs"), gs_head="geo")
     lib.pretrain(tiny(tmp_path / "geo", steps=1, model=geo, lpips_start=100))
     src = tmp_path / "geo" / "ckpt.pt"
     refine = replace(geo, gs_refine=True, gs_edge=True)
-    cfg = tiny(tmp_path / "refine", steps=3, model=refine, init_from=src, depth_only=True, lpips_start=0)
+    cfg = tiny(tmp_path / "refine", steps=3, model=refine, init_from=src, depth_only=True, depth_risk=1.0, lpips_start=0)
     lib.pretrain(cfg)
     before, after = weights(src), weights(tmp_path / "refine" / "ckpt.pt")
     added = {k.split(".")[1] for k in after if k not in before}
@@ -435,9 +435,12 @@ def test_depth_only_stage_adds_and_trains_just_the_depth_modules(tmp_path):
     for zero_at_init in ("gaussian_head.refine.out.weight", "gaussian_head.edge.gate.weight"):
         assert after[zero_at_init].abs().sum() > 0, zero_at_init
     logged = [json.loads(s) for s in (tmp_path / "refine" / "metrics.jsonl").read_text().splitlines()]
-    assert all(math.isfinite(r["depth_plane_ce"]) and "psnr" in r for r in logged if "loss" in r)
+    assert all(math.isfinite(r["depth_plane_ce"]) and r["depth_risk"] > 0 and "psnr" in r for r in logged if "loss" in r)
     with pytest.raises(ValueError, match="--depth-only"):
         lib.pretrain(tiny(tmp_path / "bad", steps=1, model=geo, depth_only=True))
+    paper = replace(geo, gs_head="paper")  # no depth planes to weigh
+    with pytest.raises(ValueError, match="--depth-risk"):
+        lib.pretrain(tiny(tmp_path / "bad", steps=1, model=paper, depth_risk=1.0))
     from train.calibrate_sweep import CalibrateConfig
     from train.calibrate_sweep import main as calibrate
 

@@ -660,6 +660,11 @@ def pretrain(cfg: TrainConfig) -> dict:
     if cfg.depth_only and not (depth_modules and cfg.data.source == "synthetic" and cfg.depth_weight > 0):
         raise ValueError("--depth-only trains the depth modules on true depth: it needs --model.gs-refine or --model.gs-edge "
                          "with the geo 4DGS head (--model.heads including 4dgs), synthetic data and --depth-weight > 0")
+    if cfg.depth_risk < 0 or (cfg.depth_risk > 0 and not (cfg.model.gs_head == "geo" and "4dgs" in cfg.model.heads
+                                                          and cfg.data.source == "synthetic" and cfg.depth_weight > 0)):
+        raise ValueError(f"--depth-risk {cfg.depth_risk}: it weighs the geo 4DGS head's depth planes against true depth, so it "
+                         "must be >= 0 and, when > 0, needs --model.gs-head geo, --model.heads including 4dgs, synthetic data "
+                         "and --depth-weight > 0")
     seed_everything(cfg.seed)  # identical initial weights on every process
     model = build_model(cfg).to(device)
     if cfg.depth_only:  # before the optimizer is built: it takes the parameters that require grad
