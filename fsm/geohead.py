@@ -128,10 +128,10 @@ def plane_abs_rel_risk(logits: torch.Tensor, log_planes: torch.Tensor, depth: to
     expects, averaged over the non-sky pixels (finite true depth (..., H, W)); 0 when there are none.
 
     Why beside the cross-entropy: the mean abs-rel is carried by surface pixels whose readout lands on
-    the far planes (the sky's), measured: 0.5% of validation pixels, 97% of the mean. The cross-entropy
-    charges such a pixel -log p(true plane) whatever the wrong planes are; this risk charges the far
-    planes' mass by how far they are, so it works on exactly the mass the metric punishes. The cap keeps
-    one pixel from owning the gradient."""
+    the far planes (the sky's), measured: 0.5% of validation surface pixels, 98% of the mean. The
+    cross-entropy charges such a pixel -log p(true plane) whatever the wrong planes are; this risk
+    charges the far planes' mass by how far they are, so it works on exactly the mass the metric
+    punishes. The cap keeps one pixel from owning the gradient."""
     surface = torch.isfinite(depth)  # (...,H,W)
     truth = depth.float().masked_fill(~surface, 1.0)[..., None, :, :]  # (...,1,H,W)
     cost = ((log_planes.float()[:, None, None].exp() - truth).abs() / truth).clamp(max=cap)  # (...,P,H,W)
