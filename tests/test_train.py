@@ -212,6 +212,15 @@ def test_ddp_two_gloo_processes_end_with_identical_weights(tmp_path):
     assert ranks[0]["weights_sha256"] == state_digest(weights(tmp_path / "ckpt.pt"))
 
 
+def test_a_refused_flag_is_one_line_not_a_traceback(tmp_path):
+    cmd = [sys.executable, str(REPO / "train" / "pretrain.py"), "--model.preset", "tiny", "--model.heads", "lvsm", "4dgs",
+           "--model.gs-head", "paper", "--depth-risk", "1", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()] and run.stderr.startswith("error: --depth-risk 1.0:")
+
+
 def test_eval_end_to_end_on_synthetic_and_a_clip(tmp_path, smoke_ckpt):
     from fsm.data.synthetic import frame_times, make_path, make_scene, render
     from fsm.io import Cameras, write_clip

@@ -27,11 +27,10 @@ from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
-import tyro
 
 from fsm.checkpoint import load_checkpoint
 from fsm.lacet import AnchorPolicy, ElasticConfig, Estimator
-from train.lib import DataConfig, ElasticOptions, ModelOptions, TrainConfig, evaluate_pairs, pick_device, pretrain, synthetic_pairs
+from train.lib import DataConfig, ElasticOptions, ModelOptions, TrainConfig, UsageError, evaluate_pairs, pick_device, pretrain, run_cli, synthetic_pairs
 
 
 @dataclass(frozen=True)
@@ -108,9 +107,9 @@ def main(cfg: AblateConfig) -> dict:
     unknown = set(cfg.variants) - set(VARIANTS)
     if not cfg.variants or unknown:
         unknown_part = f"; unknown: {sorted(unknown)}" if unknown else ""
-        raise ValueError(f"--variants must name one or more of {list(VARIANTS)}{unknown_part}")
+        raise UsageError(f"--variants must name one or more of {list(VARIANTS)}{unknown_part}")
     if cfg.data.num_input % 4:
-        raise ValueError(f"--data.num-input {cfg.data.num_input} must be divisible by 4 (4-chunk variants)")
+        raise UsageError(f"--data.num-input {cfg.data.num_input} must be divisible by 4 (4-chunk variants)")
     device = pick_device(cfg.device)
     results = {}
     for name in cfg.variants:
@@ -184,4 +183,4 @@ def markdown(cfg: AblateConfig, results: dict) -> str:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(AblateConfig))
+    run_cli(main, AblateConfig)

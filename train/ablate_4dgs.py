@@ -25,11 +25,10 @@ from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
-import tyro
 
 from fsm.checkpoint import load_checkpoint
 from fsm.data.samples import REGIMES
-from train.lib import ORACLE, DataConfig, ModelOptions, TrainConfig, evaluate_pairs, pick_device, pretrain, synthetic_pairs
+from train.lib import ORACLE, DataConfig, ModelOptions, TrainConfig, UsageError, evaluate_pairs, pick_device, pretrain, run_cli, synthetic_pairs
 
 VARIANTS: dict[str, dict] = {
     "paper": dict(gs_head="paper"),
@@ -71,7 +70,7 @@ class Ablate4DGSConfig:
 def main(cfg: Ablate4DGSConfig) -> dict:
     unknown = set(cfg.variants) - set(VARIANTS)
     if not cfg.variants or unknown:
-        raise ValueError(f"--variants must name one or more of {list(VARIANTS)}" + (f"; unknown: {sorted(unknown)}" if unknown else ""))
+        raise UsageError(f"--variants must name one or more of {list(VARIANTS)}" + (f"; unknown: {sorted(unknown)}" if unknown else ""))
     device = pick_device(cfg.device)
     heldout = replace(cfg.data, num_input=cfg.eval_inputs, num_target=cfg.eval_targets, window=max(cfg.data.window, cfg.eval_inputs + cfg.eval_targets))
     results = {}
@@ -126,4 +125,4 @@ def markdown(cfg: Ablate4DGSConfig, results: dict) -> str:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Ablate4DGSConfig))
+    run_cli(main, Ablate4DGSConfig)

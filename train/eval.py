@@ -26,12 +26,11 @@ from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
-import tyro
 
 from fsm.checkpoint import load_checkpoint
 from fsm.data.samples import SampleConfig
 from fsm.precision import DtypeChoice, resolve_dtype
-from train.lib import ORACLE, evaluate_pairs, markdown_table, pick_device, split_clip, synthetic_pairs, write_strips
+from train.lib import ORACLE, evaluate_pairs, markdown_table, pick_device, run_cli, split_clip, synthetic_pairs, write_strips
 
 
 @dataclass
@@ -118,4 +117,4 @@ def main(cfg: EvalConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(EvalConfig))
+    run_cli(main, EvalConfig)

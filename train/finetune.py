@@ -25,7 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
 import torch
-import tyro
 from tqdm import tqdm
 
 from fsm.cameras import ClipNormalization
@@ -40,6 +39,7 @@ from train.lib import (
     markdown_table,
     photometric_loss,
     pick_device,
+    run_cli,
     seed_everything,
     split_clip,
     views_to,
@@ -192,4 +192,4 @@ def main(cfg: FinetuneConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(FinetuneConfig))
+    run_cli(main, FinetuneConfig)

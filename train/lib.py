@@ -45,6 +45,18 @@ from fsm.precision import DtypeChoice, resolve_dtype
 from fsm.stream import StreamSession
 
 # ----------------------------------------------------------------------------------------------
+class UsageError(ValueError):
+    """A refusal of the user's flags or files, not a bug: the scripts (run_cli) print its message alone."""
+
+
+def run_cli(main, config_type):
+    """A script's entry point: main(its tyro-parsed config); a UsageError exits with one line, no traceback."""
+    try:
+        return main(tyro.cli(config_type))
+    except UsageError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
 # CLI option groups (tyro): fsm's own config dataclasses, plus what only training needs
 
 
@@ -173,7 +185,7 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
     return device
 
 
@@ -242,7 +254,7 @@ def make_source(data: DataConfig, device: torch.device | str = "cpu") -> SampleS
     if data.source == "synthetic":
         return SyntheticSource(data, device=device)
     if not data.clips:
-        raise ValueError("--data.source clips needs --data.clips PATH [PATH ...] (clips or folders of clips)")
+        raise UsageError("--data.source clips needs --data.clips PATH [PATH ...] (clips or folders of clips)")
     return ClipSource(list(data.clips), replace(data, novel_share=0.0), device=device)
 
 
@@ -283,7 +295,7 @@ def heldout_batches(data: SampleConfig, regime: str, scenes: int) -> list[Sample
     their inputs' true depth. The sparse and novel windows are fsm.data's default (4x the views),
     the continuous one is contiguous."""
     if not 1 <= scenes <= len(HELDOUT_SCENES):
-        raise ValueError(f"held-out scenes must be in 1..{len(HELDOUT_SCENES)}, got {scenes}")
+        raise UsageError(f"held-out scenes must be in 1..{len(HELDOUT_SCENES)}, got {scenes}")
     return list(heldout_samples(regime, num_input=data.num_input, num_target=data.num_target, height=data.height,
                                 width=data.width, scenes=HELDOUT_SCENES[:scenes]))  # fmt: skip
 
@@ -397,11 +409,11 @@ def load_training_checkpoint(path: Path, model: FSM, optimizer) -> tuple[int, di
     """Restore weights, optimizer and RNG states; returns (step, metadata)."""
     ckpt = read_checkpoint(path)
     if "optimizer" not in ckpt:
-        raise ValueError(f"{path}: a model-only checkpoint (no optimizer state); use train/finetune.py to start from it")
+        raise UsageError(f"{path}: a model-only checkpoint (no optimizer state); use train/finetune.py to start from it")
     config, stream = checkpoint_configs(path, ckpt)
     differ = differences(config, model.config) + differences(stream, model.stream)  # an exact resume needs both
     if differ:
-        raise ValueError(f"{path}: the model flags differ from the checkpoint's — " + "; ".join(differ))
+        raise UsageError(f"{path}: the model flags differ from the checkpoint's — " + "; ".join(differ))
     model.load_state_dict(ckpt["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer"])
     set_rng_state(ckpt["rng"])
@@ -417,11 +429,11 @@ def init_weights(path: Path, model: FSM) -> dict:
     added = {flag: prefix for flag, prefix in DEPTH_MODULES.items() if getattr(model.config, flag) and not getattr(config, flag)}
     differ = differences(replace(config, **dict.fromkeys(added, True)), model.config)
     if differ:
-        raise ValueError(f"{path}: the architecture differs from --model's — " + "; ".join(differ))
+        raise UsageError(f"{path}: the architecture differs from --model's — " + "; ".join(differ))
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     missing, unexpected = model.load_state_dict(state, strict=not added)
     if unexpected or any(not k.startswith(tuple(added.values())) for k in missing):
-        raise ValueError(f"{path}: weights do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise UsageError(f"{path}: weights do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
     meta = ckpt.get("metadata", {})
     return {"init_from": {"path": str(path), "steps": meta.get("steps"), "cpu_hours": meta.get("cpu_hours")}}
 
@@ -574,11 +586,11 @@ def split_clip(clip, holdout_every: int) -> tuple[Views, Views, ClipNormalizatio
 def holdout_mask(n: int, every: int) -> torch.Tensor:
     """Boolean (n,): frames k//2, k//2 + k, ... are held out (first and last frames stay inputs)."""
     if every < 2:
-        raise ValueError(f"--holdout-every must be >= 2, got {every}")
+        raise UsageError(f"--holdout-every must be >= 2, got {every}")
     held = torch.arange(n) % every == every // 2
     held[-1] = False
     if held.all() or not held.any():
-        raise ValueError(f"a clip of {n} frames has no inputs or no targets with --holdout-every {every}")
+        raise UsageError(f"a clip of {n} frames has no inputs or no targets with --holdout-every {every}")
     return held
 
 
@@ -654,15 +666,15 @@ def pretrain(cfg: TrainConfig) -> dict:
         device = pick_device(cfg.device)
     main_process = rank == 0
     if cfg.steps < 1 or cfg.batch_size < 1:
-        raise ValueError(f"--steps and --batch-size must be >= 1, got {cfg.steps}, {cfg.batch_size}")
+        raise UsageError(f"--steps and --batch-size must be >= 1, got {cfg.steps}, {cfg.batch_size}")
 
     depth_modules = any(getattr(cfg.model, flag) for flag in DEPTH_MODULES) and cfg.model.gs_head == "geo" and "4dgs" in cfg.model.heads
     if cfg.depth_only and not (depth_modules and cfg.data.source == "synthetic" and cfg.depth_weight > 0):
-        raise ValueError("--depth-only trains the depth modules on true depth: it needs --model.gs-refine or --model.gs-edge "
+        raise UsageError("--depth-only trains the depth modules on true depth: it needs --model.gs-refine or --model.gs-edge "
                          "with the geo 4DGS head (--model.heads including 4dgs), synthetic data and --depth-weight > 0")
     if cfg.depth_risk < 0 or (cfg.depth_risk > 0 and not (cfg.model.gs_head == "geo" and "4dgs" in cfg.model.heads
                                                           and cfg.data.source == "synthetic" and cfg.depth_weight > 0)):
-        raise ValueError(f"--depth-risk {cfg.depth_risk}: it weighs the geo 4DGS head's depth planes against true depth, so it "
+        raise UsageError(f"--depth-risk {cfg.depth_risk}: it weighs the geo 4DGS head's depth planes against true depth, so it "
                          "must be >= 0 and, when > 0, needs --model.gs-head geo, --model.heads including 4dgs, synthetic data "
                          "and --depth-weight > 0")
     seed_everything(cfg.seed)  # identical initial weights on every process

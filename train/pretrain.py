@@ -23,9 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
-import tyro
 
-from train.lib import TrainConfig, pretrain
+from train.lib import TrainConfig, pretrain, run_cli
 
 if __name__ == "__main__":
-    pretrain(tyro.cli(TrainConfig))
+    run_cli(pretrain, TrainConfig)
