@@ -27,7 +27,6 @@ from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
-
 from fsm.checkpoint import load_checkpoint
 from fsm.lacet import AnchorPolicy, ElasticConfig, Estimator
 from train.lib import DataConfig, ElasticOptions, ModelOptions, TrainConfig, UsageError, evaluate_pairs, pick_device, pretrain, run_cli, synthetic_pairs

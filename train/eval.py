@@ -26,7 +26,6 @@ from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
-
 from fsm.checkpoint import load_checkpoint
 from fsm.data.samples import SampleConfig
 from fsm.precision import DtypeChoice, resolve_dtype

@@ -1,9 +1,10 @@
 """The training library: everything the scripts in train/ share, each script being a short main.
 
+    entry point       run_cli (a UsageError, the user's mistake, exits with one line)
     option groups     DataConfig, ElasticOptions, ModelOptions, TrainConfig (tyro CLIs)
     devices and RNG   pick_device, dist_info, seeds, rng_state / set_rng_state, state_digest
     data              make_source, training_batch, heldout_batches
-    optimisation      build_model, make_optimizer, learning_rate, photometric_loss
+    optimisation      build_model, make_optimizer, learning_rate, photometric_loss, depth_supervision
     checkpoints       save_training_checkpoint / load_training_checkpoint (fsm.save_checkpoint + extra)
     evaluation        evaluate_pairs (held-out views streamed as the viewer streams them), reports
     the loop          pretrain(cfg): train/pretrain.py's loop, also run by train/ablate.py
@@ -45,6 +46,9 @@ from fsm.precision import DtypeChoice, resolve_dtype
 from fsm.stream import StreamSession
 
 # ----------------------------------------------------------------------------------------------
+# Refusals and the scripts' entry point
+
+
 class UsageError(ValueError):
     """A refusal of the user's flags or files, not a bug: the scripts (run_cli) print its message alone."""
 
@@ -57,6 +61,7 @@ def run_cli(main, config_type):
         raise SystemExit(f"error: {e}") from None
 
 
+# ----------------------------------------------------------------------------------------------
 # CLI option groups (tyro): fsm's own config dataclasses, plus what only training needs
 
 

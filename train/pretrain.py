@@ -23,7 +23,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
-
 from train.lib import TrainConfig, pretrain, run_cli
 
 if __name__ == "__main__":
