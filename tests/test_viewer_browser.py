@@ -112,7 +112,7 @@ def test_viewer_in_chromium(viewer):
             chart = iio.imread(page.locator(".uplot").first.screenshot())[..., :3].astype(int)
             return int((np.abs(chart - np.array([0x4E, 0x79, 0xA7])).sum(-1) < 40).sum())
 
-        assert wait_for(lambda: line_pixels() > 50, timeout=10.0), f"no drift curve on the chart ({line_pixels()} line pixels)"
+        assert wait_for(lambda: line_pixels() > 50, timeout=30.0), f"no drift curve on the chart ({line_pixels()} line pixels)"
         page.get_by_text("Done.", exact=False).wait_for(timeout=10_000)
 
         # a rendered background arrived for this browser
