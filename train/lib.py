@@ -673,12 +673,12 @@ def pretrain(cfg: TrainConfig) -> dict:
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise UsageError(f"--steps and --batch-size must be >= 1, got {cfg.steps}, {cfg.batch_size}")
 
-    depth_modules = any(getattr(cfg.model, flag) for flag in DEPTH_MODULES) and cfg.model.gs_head == "geo" and "4dgs" in cfg.model.heads
-    if cfg.depth_only and not (depth_modules and cfg.data.source == "synthetic" and cfg.depth_weight > 0):
+    # the geo head's depth planes trained on true depth: what --depth-only and --depth-risk both need
+    geo_depth = cfg.model.gs_head == "geo" and "4dgs" in cfg.model.heads and cfg.data.source == "synthetic" and cfg.depth_weight > 0
+    if cfg.depth_only and not (geo_depth and any(getattr(cfg.model, flag) for flag in DEPTH_MODULES)):
         raise UsageError("--depth-only trains the depth modules on true depth: it needs --model.gs-refine or --model.gs-edge "
                          "with the geo 4DGS head (--model.heads including 4dgs), synthetic data and --depth-weight > 0")
-    if cfg.depth_risk < 0 or (cfg.depth_risk > 0 and not (cfg.model.gs_head == "geo" and "4dgs" in cfg.model.heads
-                                                          and cfg.data.source == "synthetic" and cfg.depth_weight > 0)):
+    if cfg.depth_risk < 0 or (cfg.depth_risk > 0 and not geo_depth):
         raise UsageError(f"--depth-risk {cfg.depth_risk}: it weighs the geo 4DGS head's depth planes against true depth, so it "
                          "must be >= 0 and, when > 0, needs --model.gs-head geo, --model.heads including 4dgs, synthetic data "
                          "and --depth-weight > 0")
