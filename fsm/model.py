@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from fsm.cameras import pixel_rays, plucker_rays
 from fsm.gaussians import RAW_DIM, Gaussians4D, activate_gaussians
 from fsm.lacet import ElasticConfig, ElasticState, FastWeightLayer, UpdateStats
-from fsm.geohead import GeoGaussianHead, frame_spacing
+from fsm.geohead import READOUTS, GeoGaussianHead, frame_spacing
 from fsm.patches import patchify, unpatchify
 from fsm.planesweep import NO_COST, chunk_groups, plane_sweep_cost
 from fsm.precision import autocast
@@ -64,6 +64,7 @@ class FSMConfig:
     gs_sweep: bool = True  # geo: feed the plane-sweep costs (False: a constant, the ablation without the cue)
     gs_refine: bool = False  # geo: a 3D U-Net over the cost volume corrects the plane logits (geohead.CostRegularizer)
     gs_edge: bool = False  # geo: the plane logits re-mixed from each pixel's 5x5 neighbours (geohead.EdgePropagation)
+    gs_readout: str = "mode"  # geo: depth read around the most likely plane or the risk minimiser (geohead.plane_readout)
     gs_front: int = 1  # geo: a render at time t shows the Gaussians of the frame(s) nearest t ...
     gs_fill: int = 4  # ... over those of the next nearest frames, which fill its holes
 
@@ -75,6 +76,8 @@ class FSMConfig:
             raise ValueError(f"heads must be a non-empty subset of {HEADS}, got {self.heads}")
         if self.gs_head not in GS_HEADS:
             raise ValueError(f"gs_head must be one of {GS_HEADS}, got {self.gs_head!r}")
+        if self.gs_readout not in READOUTS:
+            raise ValueError(f"gs_readout must be one of {READOUTS}, got {self.gs_readout!r}")
 
     @property
     def gs_range(self) -> tuple[float, float]:
@@ -327,7 +330,7 @@ class FSM(nn.Module):
             self.gaussian_head = GaussianHead(config.dim, config.patch, *config.gs_range)
         elif "4dgs" in config.heads:
             self.gaussian_head = GeoGaussianHead(config.dim, config.patch, config.gs_planes, *config.gs_range, refine=config.gs_refine,
-                                                 edge=config.gs_edge)
+                                                 edge=config.gs_edge, readout=config.gs_readout)
 
     @staticmethod
     def from_preset(name: str, stream: StreamConfig | None = None, **overrides) -> "FSM":

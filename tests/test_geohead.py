@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from fsm.cameras import look_at, pixel_rays, project_points
 from fsm.data.samples import HELDOUT_SCENES, heldout_samples
 from fsm.data.synthetic import make_path, make_scene, trace
-from fsm.geohead import FOOTPRINT_PX, CostRegularizer, EdgePropagation, frame_spacing, oracle_gaussians, plane_abs_rel_risk, plane_cross_entropy, plane_readout
+from fsm.geohead import FOOTPRINT_PX, CostRegularizer, EdgePropagation, frame_spacing, oracle_gaussians, plane_abs_rel_risk, plane_cross_entropy, plane_readout, risk_min_plane
 from fsm.metrics import psnr
 from fsm.model import FSM, render_gaussians
 from fsm.planesweep import NO_COST, chunk_groups, log_depth_planes, plane_sweep_cost
@@ -214,6 +214,28 @@ def test_plane_readout_takes_the_winning_mode_between_planes():
     assert soft_argmin > log_planes[2]  # what the global expectation would have said
 
 
+def test_risk_min_plane_minimises_the_expected_relative_error_by_brute_force():
+    log_planes = torch.log(log_depth_planes(0.3, 3000.0, 32))
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 32, 5, 6, generator=g) * 3  # (N,P,H,W): many split, multi-modal distributions
+    logits[0, -1] += 6.0  # a strong far mode beside the others
+    d = log_planes.exp()
+    p = logits.softmax(1)  # (N,P,H,W)
+    cost = ((d[:, None] - d[None, :]).abs() / d[None, :])  # (j,k): reading plane j when the truth is plane k
+    risk = torch.einsum("jk,nkhw->njhw", cost, p)  # (N,P_j,H,W) expected relative error per candidate
+    best = risk_min_plane(logits, log_planes)  # (N,1,H,W)
+    torch.testing.assert_close(risk.gather(1, best), risk.amin(1, keepdim=True))
+    # plane_readout("risk") is the local expectation around that plane, "mode" around the argmax
+    for centre, c in (("risk", best), ("mode", logits.argmax(1, keepdim=True))):
+        window = (torch.arange(32)[:, None, None] - c).abs() <= 1
+        expected = (logits.masked_fill(~window, float("-inf")).softmax(1) * log_planes[:, None, None]).sum(1)
+        torch.testing.assert_close(plane_readout(logits, log_planes, centre=centre), expected)
+    # a surface plane with 40% of the mass and the far plane with 60%: read the surface, not the argmax
+    split = torch.full((1, 32, 1, 1), -30.0)
+    split[0, 5], split[0, 31] = math.log(0.4), math.log(0.6)
+    assert risk_min_plane(split, log_planes).item() == 5 and split.argmax(1).item() == 31
+
+
 def test_plane_readout_at_the_end_planes_stays_in_range():
     log_planes = torch.log(log_depth_planes(0.5, 50.0, 4))
     logits = torch.tensor([[9.0, 0.0, -9.0, -9.0], [-9.0, -9.0, 0.0, 9.0]])[..., None, None]  # (2,4,1,1)
@@ -274,6 +296,19 @@ def test_plane_cross_entropy_teaches_the_readout_the_true_depth():
         opt.step()
     depth = plane_readout(logits.detach(), log_planes).exp()
     assert ((depth - truth).abs() / truth).max() < 0.05
+
+
+def test_the_geo_heads_depth_is_read_with_the_configured_centre():
+    s = _heldout(n_in=4, n_tgt=1, size=16)
+    for readout in ("mode", "risk"):
+        torch.manual_seed(0)
+        model = FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo", gs_readout=readout).eval()
+        with torch.no_grad():
+            out = model(s.inputs, s.targets, heads=("depth",))
+        log_planes = model.gaussian_head.log_planes
+        torch.testing.assert_close(out["depth"], plane_readout(out["depth_logits"], log_planes, centre=readout).exp(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="gs_readout"):
+        FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo", gs_readout="mean")
 
 
 def test_geo_training_forward_gives_depth_and_gradients():

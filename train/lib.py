@@ -109,6 +109,10 @@ class ModelOptions:
     gs_edge: bool = False
     """Geo head: re-mix each pixel's depth-plane logits from its 5x5 neighbours by a learned colour
     affinity, after the regulariser (fsm.geohead.EdgePropagation; gated by zero at init, like gs-refine)."""
+    gs_readout: Literal["mode", "risk"] = "mode"
+    """Geo head: read each pixel's depth around its most likely plane (mode, the plane sweep's winner
+    at init) or around the plane that minimises the expected relative depth error (risk: for a head
+    whose depth is trained; fsm.geohead.plane_readout). Stored in the checkpoint."""
 
 
 @dataclass
@@ -313,7 +317,8 @@ def build_model(cfg: TrainConfig) -> FSM:
     """The preset's architecture with --model.heads; its run settings with --model.frames-per-chunk
     and --elastic.* (stored in the checkpoint as the defaults for streaming these weights)."""
     model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads), gs_head=cfg.model.gs_head, gs_sweep=cfg.model.gs_sweep,
-                             gs_refine=cfg.model.gs_refine, gs_edge=cfg.model.gs_edge)
+                             gs_refine=cfg.model.gs_refine, gs_edge=cfg.model.gs_edge,
+                             gs_readout=cfg.model.gs_readout)
     model.stream = model.stream_config(frames_per_chunk=cfg.model.frames_per_chunk, elastic=cfg.elastic.to_config())
     return model
 
@@ -430,9 +435,10 @@ def init_weights(path: Path, model: FSM) -> dict:
     returns its metadata under "init_from" (what the run started from)."""
     ckpt = read_checkpoint(path)
     config, _ = checkpoint_configs(path, ckpt)
-    # the one difference allowed: depth modules added (they start as the identity: the model stays as it was)
+    # the differences allowed: depth modules added (they start as the identity: the model stays as it was)
+    # and the depth readout (it has no weights)
     added = {flag: prefix for flag, prefix in DEPTH_MODULES.items() if getattr(model.config, flag) and not getattr(config, flag)}
-    differ = differences(replace(config, **dict.fromkeys(added, True)), model.config)
+    differ = differences(replace(config, **dict.fromkeys(added, True), gs_readout=model.config.gs_readout), model.config)
     if differ:
         raise UsageError(f"{path}: the architecture differs from --model's — " + "; ".join(differ))
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
