@@ -336,6 +336,13 @@ class FSM(nn.Module):
     def from_preset(name: str, stream: StreamConfig | None = None, **overrides) -> "FSM":
         return FSM(preset(name, **overrides), stream if stream is not None else PRESET_STREAMS.get(name))
 
+    def set_readout(self, centre: str) -> None:
+        """Read the geo head's depth around another centre plane ("mode" / "risk"; it has no weights)."""
+        if self.config.gs_head != "geo" or "4dgs" not in self.config.heads:
+            raise ValueError(f"gs_readout {centre!r}: only the geo 4DGS head reads depth planes")
+        self.config = replace(self.config, gs_readout=centre)  # validates it
+        self.gaussian_head.readout = centre
+
     def stream_config(self, base: StreamConfig | None = None, **overrides) -> StreamConfig:
         """The run settings to use: `base` (default: this model's, self.stream) with every
         override that is not None applied. The one place run-setting defaults are resolved."""

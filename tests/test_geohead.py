@@ -309,6 +309,13 @@ def test_the_geo_heads_depth_is_read_with_the_configured_centre():
         torch.testing.assert_close(out["depth"], plane_readout(out["depth_logits"], log_planes, centre=readout).exp(), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="gs_readout"):
         FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo", gs_readout="mean")
+    with pytest.raises(ValueError, match="only the geo 4DGS head"):
+        FSM.from_preset("tiny", heads=("lvsm",)).set_readout("risk")
+    model.set_readout("mode")  # the risk model read as mode: the depth follows
+    with torch.no_grad():
+        out = model(s.inputs, s.targets, heads=("depth",))
+    torch.testing.assert_close(out["depth"], plane_readout(out["depth_logits"], log_planes, centre="mode").exp(), rtol=1e-4, atol=1e-4)
+    assert model.config.gs_readout == "mode"
 
 
 def test_geo_training_forward_gives_depth_and_gradients():

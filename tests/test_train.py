@@ -410,6 +410,18 @@ def test_geo_head_trains_on_true_depth_and_eval_reports_oracle_and_depth_error(t
         pred = model(inputs, targets, heads=("depth",))["depth"]
     finite = torch.isfinite(depth)
     assert abs(((pred - depth).abs() / depth)[finite].mean().item() - rows["4dgs"]["abs_rel"]) < 1e-5
+    # eval.py --gs-readout risk: the same weights read around the risk-minimising plane, by hand
+    from fsm.geohead import plane_readout
+
+    data = replace(DATA, num_input=6, num_target=3)
+    out = evaluate.main(evaluate.EvalConfig(ckpt=tmp_path / "ckpt.pt", out=tmp_path / "eval", data=data, scenes=1, regimes=("novel",),
+                                            gs_readout="risk", strips=0, device="cpu"))  # fmt: skip
+    got = next(r for r in out["rows"] if r["method"] == "4dgs")["abs_rel"]
+    with torch.no_grad():
+        o = model(inputs, targets, heads=("depth",))
+    risk = plane_readout(o["depth_logits"], model.gaussian_head.log_planes, centre="risk").exp()
+    assert out["model"]["gs_readout"] == "risk" and got != pytest.approx(rows["4dgs"]["abs_rel"], rel=1e-3)
+    assert got == pytest.approx(((risk - depth).abs() / depth)[finite].mean().item(), rel=1e-4)
 
 
 def test_init_from_a_shipped_checkpoint_starts_from_its_weights(tmp_path, smoke_ckpt):

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: mak
 from fsm.checkpoint import load_checkpoint
 from fsm.data.samples import SampleConfig
 from fsm.precision import DtypeChoice, resolve_dtype
-from train.lib import ORACLE, evaluate_pairs, markdown_table, pick_device, run_cli, split_clip, synthetic_pairs, write_strips
+from train.lib import ORACLE, UsageError, evaluate_pairs, markdown_table, pick_device, run_cli, split_clip, synthetic_pairs, write_strips
 
 
 @dataclass
@@ -59,6 +59,9 @@ class EvalConfig:
     """Take every n-th frame of the clip."""
     frames_per_chunk: int | None = None
     """Frames per fast-weight chunk when streaming (default: the checkpoint's)."""
+    gs_readout: Literal["mode", "risk"] | None = None
+    """Read the geo 4DGS head's depth around this plane instead of the checkpoint's choice (mode: the
+    most likely; risk: the one minimising the expected relative error; fsm.geohead.plane_readout)."""
     plain_lact: bool = False
     """Also evaluate the same weights streamed as plain LaCT (lambda = 0): the elastic baseline."""
     strips: int = 4
@@ -80,6 +83,11 @@ def main(cfg: EvalConfig) -> dict:
     device = pick_device(cfg.device)
     model = load_checkpoint(cfg.ckpt, device=device)
     model.compute_dtype = resolve_dtype(cfg.dtype, device)
+    if cfg.gs_readout is not None:
+        try:
+            model.set_readout(cfg.gs_readout)
+        except ValueError as e:
+            raise UsageError(f"{cfg.ckpt}: --gs-readout: {e}") from None
     heads = model.config.heads
     fpc = model.stream_config(frames_per_chunk=cfg.frames_per_chunk).frames_per_chunk
     rows, strips = [], []
@@ -91,7 +99,7 @@ def main(cfg: EvalConfig) -> dict:
         strips += write_strips(cfg.out / "strips", name, shown, cfg.strips, heads)
     result = {
         "checkpoint": str(cfg.ckpt),
-        "model": {"preset": model.config.preset, "heads": list(heads), "frames_per_chunk": fpc},
+        "model": {"preset": model.config.preset, "heads": list(heads), "frames_per_chunk": fpc, "gs_readout": model.config.gs_readout},
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "rows": rows,
         "strips": strips,
