@@ -120,7 +120,7 @@ def plane_readout(logits: torch.Tensor, log_planes: torch.Tensor, radius: int = 
 
     "risk" suits a trained head, whose distributions are sharp where the evidence is. The same
     stage-9 weights read with "risk" instead of "mode" (train/eval.py --gs-readout, 4 held-out
-    scenes, 32 inputs, 64x64): mean abs-rel sparse 0.220 -> 0.217, continuous 0.230 -> 0.204, at
+    scenes, 32 inputs, 64x64): mean abs-rel sparse 0.222 -> 0.217, continuous 0.234 -> 0.204, at
     about the same median; 4 validation scenes (sparse + continuous) 0.60 -> 0.28, where a few
     surface pixels split between a wall and the far planes carried the mean. An untrained head's
     near-flat softmax reads near under "risk" (the 1/d weights favour near planes), so training
