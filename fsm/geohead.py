@@ -280,14 +280,14 @@ class EdgePropagation(nn.Module):
 class GeoGaussianHead(nn.Module):
     """[plane-sweep costs (P), RGB (3), backbone features (F)] per pixel -> depth + residuals;
     with refine, a CostRegularizer adds its correction to the plane logits; with edge, EdgePropagation
-    then re-mixes them from each pixel's neighbours; readout: plane_readout's centre ("mode" / "risk")."""
+    then re-mixes them from each pixel's neighbours."""
 
     def __init__(
         self, dim: int, patch: int, planes: int, near: float, far: float, features: int = 8, width: int = 32,
-        refine: bool = False, edge: bool = False, readout: str = "mode",
+        refine: bool = False, edge: bool = False,
     ):
         super().__init__()
-        self.patch, self.near, self.far, self.readout = patch, near, far, readout
+        self.patch, self.near, self.far = patch, near, far
         self.register_buffer("log_planes", torch.linspace(math.log(near), math.log(far), planes), persistent=False)
         self.norm = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, features * patch * patch)  # tokens -> per-pixel features
@@ -307,8 +307,8 @@ class GeoGaussianHead(nn.Module):
     def planes(self) -> torch.Tensor:
         return self.log_planes.exp()
 
-    def forward(self, tokens, cost, images, c2w, fxfycxcy, times, gap) -> tuple[Gaussians4D, torch.Tensor, torch.Tensor]:
-        """tokens (B,V,T,D), cost (B,V,P,H,W), images (B,V,3,H,W)
+    def forward(self, tokens, cost, images, c2w, fxfycxcy, times, gap, readout: str = "mode") -> tuple[Gaussians4D, torch.Tensor, torch.Tensor]:
+        """tokens (B,V,T,D), cost (B,V,P,H,W), images (B,V,3,H,W); readout: plane_readout's centre
         -> (Gaussians (B,V*H*W), depth (B,V,H,W), plane logits (B,V,P,H,W))."""
         B, V, P, H, W = cost.shape
         feats = unpatchify(self.proj(self.norm(tokens)), self.patch, H, W)  # (B,V,F,H,W)
@@ -323,5 +323,5 @@ class GeoGaussianHead(nn.Module):
             logits = logits + self.refine(flat(cost.to(y)), flat(logits), flat(images.to(y))).reshape(B, V, P, H, W)
         if self.edge is not None:
             logits = self.edge(flat(logits), self.log_planes, flat(images.to(y))).reshape(B, V, P, H, W)
-        depth = plane_readout(logits, self.log_planes, centre=self.readout).exp()  # (B,V,H,W)
+        depth = plane_readout(logits, self.log_planes, centre=readout).exp()  # (B,V,H,W)
         return geo_gaussians(depth, images, y[:, :, P:], c2w, fxfycxcy, times, gap), depth, logits

@@ -330,7 +330,7 @@ class FSM(nn.Module):
             self.gaussian_head = GaussianHead(config.dim, config.patch, *config.gs_range)
         elif "4dgs" in config.heads:
             self.gaussian_head = GeoGaussianHead(config.dim, config.patch, config.gs_planes, *config.gs_range, refine=config.gs_refine,
-                                                 edge=config.gs_edge, readout=config.gs_readout)
+                                                 edge=config.gs_edge)
 
     @staticmethod
     def from_preset(name: str, stream: StreamConfig | None = None, **overrides) -> "FSM":
@@ -340,8 +340,7 @@ class FSM(nn.Module):
         """Read the geo head's depth around another centre plane ("mode" / "risk"; it has no weights)."""
         if self.config.gs_head != "geo" or "4dgs" not in self.config.heads:
             raise ValueError(f"gs_readout {centre!r}: only the geo 4DGS head reads depth planes")
-        self.config = replace(self.config, gs_readout=centre)  # validates it
-        self.gaussian_head.readout = centre
+        self.config = replace(self.config, gs_readout=centre)  # validates it; decode_geo reads it from here
 
     def stream_config(self, base: StreamConfig | None = None, **overrides) -> StreamConfig:
         """The run settings to use: `base` (default: this model's, self.stream) with every
@@ -419,7 +418,7 @@ class FSM(nn.Module):
             cost = picked.images.new_full((*picked.images.shape[:2], planes.shape[0], H, W), NO_COST)
         gap = frame_spacing(v.times, groups)[:, refs]
         tokens = self.query(states, picked, H, W)
-        g, _, logits = self.gaussian_head(tokens, cost, picked.images, picked.c2w, picked.fxfycxcy, picked.times, gap)
+        g, _, logits = self.gaussian_head(tokens, cost, picked.images, picked.c2w, picked.fxfycxcy, picked.times, gap, self.config.gs_readout)
         return g, logits
 
     # -- training ----------------------------------------------------------------------------
