@@ -277,6 +277,37 @@ class EdgePropagation(nn.Module):
         return logp + self.gate(h) * (mix - logp)
 
 
+def resample_planes(x: torch.Tensor, planes: int, dim: int) -> torch.Tensor:
+    """x with its `dim` axis of P values on planes log-spaced over [near, far] -> the same axis on
+    `planes` planes over the same range, linearly interpolated in log depth (end planes kept)."""
+    P = x.shape[dim]
+    pos = torch.linspace(0, P - 1, planes, dtype=torch.float64)  # new plane j in old-plane units
+    lo = pos.floor().long().clamp(max=P - 2)
+    frac = (pos - lo).to(x.dtype).reshape([-1 if d == dim % x.dim() else 1 for d in range(x.dim())])
+    return x.index_select(dim, lo) * (1 - frac) + x.index_select(dim, lo + 1) * frac
+
+
+def resample_head_planes(state: dict[str, torch.Tensor], prefix: str, planes: int) -> dict[str, torch.Tensor]:
+    """A trained GeoGaussianHead's weights (state_dict entries under `prefix`) for another plane count
+    over the same depth range: the stem's cost-channel weights and the output layer's logit rows,
+    each interpolated in log depth (resample_planes). The stem sums over its cost channels, so its
+    weights are also scaled by the ratio of plane spacings, (P_old - 1) / (P_new - 1): a cost that
+    varies smoothly over depth then gives about the same response on either grid (a Riemann sum).
+    The output rows give, for the same features, the old logits interpolated at the new planes. The
+    cost regulariser and the edge propagation act on every plane alike (3D / per-plane convolutions)
+    and carry over unchanged. Why: a finer grid from trained weights instead of from scratch;
+    measured, the stage-12 weights resampled 32 -> 64 planes read held-out depth (4 scenes, 64x64,
+    sparse + continuous) at mean abs-rel 0.218 vs 0.212 before any training."""
+    old = state[prefix + "out.bias"].shape[0] - RAW_REST
+    out = dict(state)
+    w = state[prefix + "stem.weight"]  # (width, P + 3 + F, 3, 3)
+    out[prefix + "stem.weight"] = torch.cat([resample_planes(w[:, :old], planes, 1) * (old - 1) / (planes - 1), w[:, old:]], 1)
+    for name in ("out.weight", "out.bias"):  # (P + RAW_REST, ...)
+        v = state[prefix + name]
+        out[prefix + name] = torch.cat([resample_planes(v[:old], planes, 0), v[old:]], 0)
+    return out
+
+
 class GeoGaussianHead(nn.Module):
     """[plane-sweep costs (P), RGB (3), backbone features (F)] per pixel -> depth + residuals;
     with refine, a CostRegularizer adds its correction to the plane logits; with edge, EdgePropagation

@@ -78,6 +78,8 @@ class FSMConfig:
             raise ValueError(f"gs_head must be one of {GS_HEADS}, got {self.gs_head!r}")
         if self.gs_readout not in READOUTS:
             raise ValueError(f"gs_readout must be one of {READOUTS}, got {self.gs_readout!r}")
+        if self.gs_planes < 3:  # the readout takes a plane and its two neighbours
+            raise ValueError(f"gs_planes must be >= 3, got {self.gs_planes}")
 
     @property
     def gs_range(self) -> tuple[float, float]:

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from fsm.cameras import look_at, pixel_rays, project_points
 from fsm.data.samples import HELDOUT_SCENES, heldout_samples
 from fsm.data.synthetic import make_path, make_scene, trace
-from fsm.geohead import FOOTPRINT_PX, CostRegularizer, EdgePropagation, frame_spacing, oracle_gaussians, plane_abs_rel_risk, plane_cross_entropy, plane_readout, risk_min_plane
+from fsm.geohead import (FOOTPRINT_PX, RAW_REST, CostRegularizer, EdgePropagation, GeoGaussianHead, frame_spacing, oracle_gaussians, plane_abs_rel_risk,
+                         plane_cross_entropy, plane_readout, resample_head_planes, resample_planes, risk_min_plane)
 from fsm.metrics import psnr
 from fsm.model import FSM, render_gaussians
 from fsm.planesweep import NO_COST, chunk_groups, log_depth_planes, plane_sweep_cost
@@ -316,6 +317,52 @@ def test_the_geo_heads_depth_is_read_with_the_configured_centre():
         out = model(s.inputs, s.targets, heads=("depth",))
     torch.testing.assert_close(out["depth"], plane_readout(out["depth_logits"], log_planes, centre="mode").exp(), rtol=1e-4, atol=1e-4)
     assert model.config.gs_readout == "mode"
+
+
+def test_resample_planes_is_linear_interpolation_in_log_depth():
+    """A quantity linear in log depth on 32 planes is the same line on 64 (or 20) planes over the same
+    range; a peaked one keeps its peak's log depth; the end planes are kept."""
+    old, new = log_depth_planes(0.3, 3000.0, 32).log(), log_depth_planes(0.3, 3000.0, 64).log()
+    line = lambda lp: 2.0 - 0.7 * lp
+    x = torch.stack([line(old), 3 * line(old)])[:, :, None]  # (2, P, 1): planes on dim 1
+    torch.testing.assert_close(resample_planes(x, 64, 1), torch.stack([line(new), 3 * line(new)])[:, :, None])
+    few = log_depth_planes(0.3, 3000.0, 20).log()
+    torch.testing.assert_close(resample_planes(line(old), 20, 0), line(few))
+    peak = torch.zeros(32)
+    peak[10] = 1.0
+    up = resample_planes(peak, 63, 0)  # 63 planes: every old plane is a new one (old k = new 2k)
+    assert up.argmax() == 20 and up[20] == 1.0 and up[19] == up[21] == 0.5
+    v = torch.randn(5, 32)
+    torch.testing.assert_close(resample_planes(v, 64, -1)[:, [0, -1]], v[:, [0, -1]])
+
+
+def test_a_head_resampled_to_more_planes_gives_the_same_logits_interpolated():
+    """resample_head_planes: with no cost signal the trunk sees the same input, so the new head's plane
+    logits are the old ones interpolated in log depth and its other outputs (colour, scale, ...) are
+    the same; the stem's cost weights, scaled by the ratio of plane spacings, keep their trapezoid sum."""
+    torch.manual_seed(0)
+    a = GeoGaussianHead(dim=16, patch=4, planes=12, near=0.5, far=50.0, features=4, width=8)
+    for p in a.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    b = GeoGaussianHead(dim=16, patch=4, planes=23, near=0.5, far=50.0, features=4, width=8)
+    b.load_state_dict(resample_head_planes(a.state_dict(), "", 23))
+    B, V, H, W = 1, 2, 8, 8
+    tokens, images = torch.randn(B, V, (H // 4) * (W // 4), 16), torch.rand(B, V, 3, H, W)
+    c2w = torch.eye(4).expand(B, V, 4, 4).clone()
+    K, times, gap = torch.tensor([8.0, 8.0, 4.0, 4.0]).expand(B, V, 4), torch.zeros(B, V), torch.ones(B, V)
+    with torch.no_grad():
+        ga, _, la = a(tokens, torch.zeros(B, V, 12, H, W), images, c2w, K, times, gap)
+        gb, _, lb = b(tokens, torch.zeros(B, V, 23, H, W), images, c2w, K, times, gap)
+    torch.testing.assert_close(lb, resample_planes(la, 23, 2))
+    for field in ("rgb", "scales_xyz", "opacity", "rot_left", "scale_t"):
+        assert getattr(ga, field).shape == getattr(gb, field).shape
+    torch.testing.assert_close(ga.rgb, gb.rgb)
+    torch.testing.assert_close(ga.opacity, gb.opacity)
+    # the stem's cost weights: 23 interpolated values scaled by 11/22 sum to about the old sum (trapezoid rule)
+    wa, wb = a.stem.weight[:, :12].sum(1), b.stem.weight[:, :23].sum(1)
+    ends = lambda w, n: (w[:, 0] + w[:, n - 1]) / 2
+    torch.testing.assert_close(wb - ends(b.stem.weight, 23), wa - ends(a.stem.weight, 12), rtol=1e-4, atol=1e-4)
+    assert b.out.bias.shape[0] == 23 + RAW_REST
 
 
 def test_geo_training_forward_gives_depth_and_gradients():

@@ -212,13 +212,17 @@ def test_ddp_two_gloo_processes_end_with_identical_weights(tmp_path):
     assert ranks[0]["weights_sha256"] == state_digest(weights(tmp_path / "ckpt.pt"))
 
 
-def test_a_refused_flag_is_one_line_not_a_traceback(tmp_path):
+@pytest.mark.parametrize("flags, message", [
+    (["--model.gs-head", "paper", "--depth-risk", "1"], "error: --depth-risk 1.0:"),  # a combination train.lib refuses
+    (["--model.gs-planes", "2"], "error: --model: gs_planes must be >= 3"),  # a value FSMConfig refuses
+])  # fmt: skip
+def test_a_refused_flag_is_one_line_not_a_traceback(tmp_path, flags, message):
     cmd = [sys.executable, str(REPO / "train" / "pretrain.py"), "--model.preset", "tiny", "--model.heads", "lvsm", "4dgs",
-           "--model.gs-head", "paper", "--depth-risk", "1", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
+           *flags, "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
-    assert run.stderr.strip().splitlines() == [run.stderr.strip()] and run.stderr.startswith("error: --depth-risk 1.0:")
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()] and run.stderr.startswith(message)
 
 
 def test_eval_end_to_end_on_synthetic_and_a_clip(tmp_path, smoke_ckpt):
@@ -469,6 +473,25 @@ def test_depth_only_stage_adds_and_trains_just_the_depth_modules(tmp_path):
 
     with pytest.raises(SystemExit, match="depth modules"):
         calibrate(CalibrateConfig(tmp_path / "refine" / "ckpt.pt", tmp_path / "x.pt", scenes=1, size=32, num_input=4))
+
+
+def test_init_from_with_another_plane_count_resamples_the_plane_weights(tmp_path):
+    """--init-from a 32-plane geo checkpoint with --model.gs-planes 20 (lr 0): the run's weights are the
+    source's with the plane weights resampled (fsm.geohead.resample_head_planes), every other one equal;
+    the stored config has 20 planes and the model loads and decodes."""
+    from fsm.geohead import resample_head_planes
+
+    geo = lib.ModelOptions(preset="tiny", heads=("lvsm", "4dgs"), gs_head="geo", gs_refine=True)
+    lib.pretrain(tiny(tmp_path / "geo", steps=1, model=geo, lpips_start=100))
+    src = tmp_path / "geo" / "ckpt.pt"
+    lib.pretrain(tiny(tmp_path / "fine", steps=1, model=replace(geo, gs_planes=20), init_from=src, lr=0.0, warmup=1, lpips_start=100))
+    before, after = weights(src), weights(tmp_path / "fine" / "ckpt.pt")
+    expected = resample_head_planes(before, "gaussian_head.", 20)
+    assert after.keys() == expected.keys()
+    assert all(torch.equal(after[k], expected[k]) for k in after)
+    assert after["gaussian_head.out.bias"].shape[0] == before["gaussian_head.out.bias"].shape[0] - 12
+    model = fsm.load_checkpoint(tmp_path / "fine" / "ckpt.pt")
+    assert model.config.gs_planes == 20 and model.gaussian_head.planes.shape == (20,)
 
 
 def test_validation_scenes_are_neither_held_out_nor_training_scenes():

@@ -39,8 +39,8 @@ from fsm.checkpoint import checkpoint_configs, differences, read_checkpoint, sav
 from fsm.data.samples import HELDOUT_SCENES, REGIMES, ClipSource, Sample, SampleConfig, SampleSource, SyntheticSource, heldout_samples
 from fsm.lacet import ElasticConfig
 from fsm.metrics import lpips, psnr, ssim
-from fsm.geohead import frame_spacing, oracle_gaussians, plane_abs_rel_risk, plane_cross_entropy
-from fsm.model import DEPTH_MODULES, FSM, GS_RANGES, StreamConfig, Views, render_gaussians
+from fsm.geohead import frame_spacing, oracle_gaussians, resample_head_planes, plane_abs_rel_risk, plane_cross_entropy
+from fsm.model import DEPTH_MODULES, FSM, GS_RANGES, FSMConfig, StreamConfig, Views, render_gaussians
 from fsm.planesweep import chunk_groups
 from fsm.precision import DtypeChoice, resolve_dtype
 from fsm.stream import StreamSession
@@ -109,6 +109,9 @@ class ModelOptions:
     gs_edge: bool = False
     """Geo head: re-mix each pixel's depth-plane logits from its 5x5 neighbours by a learned colour
     affinity, after the regulariser (fsm.geohead.EdgePropagation; gated by zero at init, like gs-refine)."""
+    gs_planes: int = FSMConfig.gs_planes
+    """Geo head: depth planes of the plane sweep, log-spaced over its depth range. --init-from a checkpoint
+    with another count resamples its plane weights in log depth (fsm.geohead.resample_head_planes)."""
     gs_readout: Literal["mode", "risk"] = "mode"
     """Geo head: read each pixel's depth around its most likely plane (mode, the plane sweep's winner
     at init) or around the plane that minimises the expected relative depth error (risk: for a head
@@ -176,8 +179,9 @@ class TrainConfig:
     resume: Path | None = None
     """Continue from this training checkpoint (same flags otherwise); exact continuation."""
     init_from: Path | None = None
-    """Start from the weights of this checkpoint (e.g. a shipped one: same architecture) with a fresh
-    optimizer and schedule: a warm restart when the training checkpoint is gone."""
+    """Start from the weights of this checkpoint (e.g. a shipped one: same architecture, except that
+    --model.gs-refine / --model.gs-edge may add depth modules and --model.gs-readout / --model.gs-planes
+    may differ) with a fresh optimizer and schedule: a warm restart when the training checkpoint is gone."""
     seed: int = 0
     """Seeds the weights and every data stream (process r draws its samples from seed, r, step)."""
     device: str = "auto"
@@ -316,9 +320,12 @@ def heldout_batches(data: SampleConfig, regime: str, scenes: int) -> list[Sample
 def build_model(cfg: TrainConfig) -> FSM:
     """The preset's architecture with --model.heads; its run settings with --model.frames-per-chunk
     and --elastic.* (stored in the checkpoint as the defaults for streaming these weights)."""
-    model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads), gs_head=cfg.model.gs_head, gs_sweep=cfg.model.gs_sweep,
-                             gs_refine=cfg.model.gs_refine, gs_edge=cfg.model.gs_edge,
-                             gs_readout=cfg.model.gs_readout)
+    try:
+        model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads), gs_head=cfg.model.gs_head, gs_sweep=cfg.model.gs_sweep,
+                                gs_refine=cfg.model.gs_refine, gs_edge=cfg.model.gs_edge,
+                                gs_planes=cfg.model.gs_planes, gs_readout=cfg.model.gs_readout)
+    except ValueError as e:  # FSMConfig's own checks: a flag's value, not a bug
+        raise UsageError(f"--model: {e}") from None
     model.stream = model.stream_config(frames_per_chunk=cfg.model.frames_per_chunk, elastic=cfg.elastic.to_config())
     return model
 
@@ -435,13 +442,18 @@ def init_weights(path: Path, model: FSM) -> dict:
     returns its metadata under "init_from" (what the run started from)."""
     ckpt = read_checkpoint(path)
     config, _ = checkpoint_configs(path, ckpt)
-    # the differences allowed: depth modules added (they start as the identity: the model stays as it was)
-    # and the depth readout (it has no weights)
+    # the differences allowed: depth modules added (they start as the identity: the model stays as it was),
+    # the depth readout (it has no weights) and the geo head's plane count (its plane weights are resampled)
     added = {flag: prefix for flag, prefix in DEPTH_MODULES.items() if getattr(model.config, flag) and not getattr(config, flag)}
-    differ = differences(replace(config, **dict.fromkeys(added, True), gs_readout=model.config.gs_readout), model.config)
+    allowed = dict.fromkeys(added, True) | {"gs_readout": model.config.gs_readout}
+    if config.gs_head == "geo":
+        allowed["gs_planes"] = model.config.gs_planes
+    differ = differences(replace(config, **allowed), model.config)
     if differ:
         raise UsageError(f"{path}: the architecture differs from --model's — " + "; ".join(differ))
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    if config.gs_planes != model.config.gs_planes and "4dgs" in config.heads and config.gs_head == "geo":
+        state = resample_head_planes(state, "gaussian_head.", model.config.gs_planes)
     missing, unexpected = model.load_state_dict(state, strict=not added)
     if unexpected or any(not k.startswith(tuple(added.values())) for k in missing):
         raise UsageError(f"{path}: weights do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
