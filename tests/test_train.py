@@ -492,6 +492,7 @@ def test_init_from_with_another_plane_count_resamples_the_plane_weights(tmp_path
     assert after["gaussian_head.out.bias"].shape[0] == before["gaussian_head.out.bias"].shape[0] - 12
     model = fsm.load_checkpoint(tmp_path / "fine" / "ckpt.pt")
     assert model.config.gs_planes == 20 and model.gaussian_head.planes.shape == (20,)
+    assert model.metadata["init_from"]["planes"] == 32  # the record says where the weights came from
 
 
 def test_validation_scenes_are_neither_held_out_nor_training_scenes():

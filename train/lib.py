@@ -20,6 +20,7 @@ import math
 import os
 import random
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -452,13 +453,16 @@ def init_weights(path: Path, model: FSM) -> dict:
     if differ:
         raise UsageError(f"{path}: the architecture differs from --model's — " + "; ".join(differ))
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    if config.gs_planes != model.config.gs_planes and "4dgs" in config.heads and config.gs_head == "geo":
+    resampled = config.gs_planes != model.config.gs_planes and "4dgs" in config.heads and config.gs_head == "geo"
+    if resampled:
         state = resample_head_planes(state, "gaussian_head.", model.config.gs_planes)
+        print(f"{path}: depth planes resampled {config.gs_planes} -> {model.config.gs_planes} (--model.gs-planes)", file=sys.stderr)
     missing, unexpected = model.load_state_dict(state, strict=not added)
     if unexpected or any(not k.startswith(tuple(added.values())) for k in missing):
         raise UsageError(f"{path}: weights do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
     meta = ckpt.get("metadata", {})
-    return {"init_from": {"path": str(path), "steps": meta.get("steps"), "cpu_hours": meta.get("cpu_hours")}}
+    init = {"path": str(path), "steps": meta.get("steps"), "cpu_hours": meta.get("cpu_hours")}
+    return {"init_from": init | ({"planes": config.gs_planes} if resampled else {})}
 
 
 # ----------------------------------------------------------------------------------------------
