@@ -40,7 +40,7 @@ from fsm.checkpoint import checkpoint_configs, differences, read_checkpoint, sav
 from fsm.data.samples import HELDOUT_SCENES, REGIMES, ClipSource, Sample, SampleConfig, SampleSource, SyntheticSource, heldout_samples
 from fsm.lacet import ElasticConfig
 from fsm.metrics import lpips, psnr, ssim
-from fsm.geohead import frame_spacing, oracle_gaussians, resample_head_planes, plane_abs_rel_risk, plane_cross_entropy
+from fsm.geohead import frame_spacing, oracle_gaussians, plane_abs_rel_risk, plane_cross_entropy, resample_head_planes
 from fsm.model import DEPTH_MODULES, FSM, GS_RANGES, FSMConfig, StreamConfig, Views, render_gaussians
 from fsm.planesweep import chunk_groups
 from fsm.precision import DtypeChoice, resolve_dtype
