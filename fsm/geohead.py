@@ -280,11 +280,9 @@ class EdgePropagation(nn.Module):
 def resample_planes(x: torch.Tensor, planes: int, dim: int) -> torch.Tensor:
     """x with its `dim` axis of P values on planes log-spaced over [near, far] -> the same axis on
     `planes` planes over the same range, linearly interpolated in log depth (end planes kept)."""
-    P = x.shape[dim]
-    pos = torch.linspace(0, P - 1, planes, dtype=torch.float64)  # new plane j in old-plane units
-    lo = pos.floor().long().clamp(max=P - 2)
-    frac = (pos - lo).to(x.dtype).reshape([-1 if d == dim % x.dim() else 1 for d in range(x.dim())])
-    return x.index_select(dim, lo) * (1 - frac) + x.index_select(dim, lo + 1) * frac
+    y = x.movedim(dim, -1)  # (..., P)
+    z = F.interpolate(y.reshape(1, -1, y.shape[-1]), size=planes, mode="linear", align_corners=True)  # ends on ends
+    return z.reshape(*y.shape[:-1], planes).movedim(-1, dim)
 
 
 def resample_head_planes(state: dict[str, torch.Tensor], prefix: str, planes: int) -> dict[str, torch.Tensor]:
