@@ -197,6 +197,13 @@ def test_loss_goes_down_when_overfitting_one_sample(tmp_path, monkeypatch):
     assert last < 0.5 * first, (first, last)
 
 
+@pytest.mark.parametrize("threshold, warns", [(1e-9, True), (1e9, False)])
+def test_a_run_that_skipped_many_steps_says_so(tmp_path, capsys, threshold, warns):
+    summary = lib.pretrain(tiny(tmp_path, steps=4, warmup=1, skip_grad_norm=threshold))
+    assert summary["skipped_steps"] == (3 if warns else 0)  # every step after warmup's one, or none
+    assert ("warning: 3 of 4 steps were skipped" in capsys.readouterr().err) == warns
+
+
 def test_ddp_two_gloo_processes_end_with_identical_weights(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
            str(REPO / "train" / "pretrain.py"), "--model.preset", "tiny", "--device", "cpu", "--steps", "3",

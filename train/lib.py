@@ -141,7 +141,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this."""
     skip_grad_norm: float = 4.0
-    """After warmup, skip steps whose gradient norm (before clipping) exceeds this."""
+    """After warmup, skip steps whose gradient norm (before clipping) exceeds this. The threshold is absolute:
+    heavier loss weights raise every norm (the run warns when over 10% of its steps were skipped)."""
     lpips_weight: float = 0.5
     """Weight mu of the LPIPS term (AlexNet LPIPS, shipped weights)."""
     lpips_start: int = 2500
@@ -679,6 +680,9 @@ class StopFlag:
         self.set = True
 
 
+SKIPPED_SHARE_WARNING = 0.1  # pretrain warns when more than this share of a run's steps were skipped
+
+
 def pretrain(cfg: TrainConfig) -> dict:
     """Train per `cfg` (train/pretrain.py's docstring has the recipe); returns the run summary."""
     rank, world, local_rank = dist_info()
@@ -758,7 +762,7 @@ def pretrain(cfg: TrainConfig) -> dict:
     started = time.perf_counter()
     loss_ema = metadata.get("train_mse_ema")  # EMA (alpha 0.1) of the training L2 loss, as the paper's Table 1
     first_batch_digest = None
-    skipped = 0
+    skipped, first_step = 0, step
     bar = tqdm(total=cfg.steps, initial=step, disable=not main_process, dynamic_ncols=True)
     with StopFlag() as stop:
         while step < cfg.steps:
@@ -809,7 +813,7 @@ def pretrain(cfg: TrainConfig) -> dict:
             record = {"step": step, "loss": loss.item(), **parts, "mse_ema": loss_ema, "grad_norm": grad_norm, "lr": lr,
                       "skipped": int(skip), "step_s": step_time, "tokens_per_s": tokens_per_step / step_time}
             bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{parts['psnr']:.2f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{parts['psnr']:.2f}", tok_s=f"{record['tokens_per_s']:.0f}", skipped=skipped)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 log(record)
             if main_process and cfg.eval_every and cfg.eval_scenes and step % cfg.eval_every == 0 and step < cfg.steps:
@@ -818,6 +822,10 @@ def pretrain(cfg: TrainConfig) -> dict:
             if cfg.ckpt_every and step % cfg.ckpt_every == 0:
                 save(step)
     bar.close()
+    if main_process and skipped > SKIPPED_SHARE_WARNING * max(step - first_step, 1):
+        # the threshold is absolute, and raising a loss weight raises every step's gradient norm with it
+        print(f"warning: {skipped} of {step - first_step} steps were skipped (gradient norm above --skip-grad-norm "
+              f"{cfg.skip_grad_norm}); if the loss weights make such norms normal, raise it", file=sys.stderr)
 
     if main_process and cfg.eval_scenes:
         metadata["heldout"] = heldout_eval(model, cfg)
