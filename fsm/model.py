@@ -37,7 +37,7 @@ GS_RANGES = {"paper": (0.01, 100.0), "geo": (0.3, 3000.0)}  # default (near, far
 # the geo head's depth modules: config flag -> parameter prefix. Each starts as the identity, so it may be
 # added to a checkpoint without it (train --init-from), --depth-only trains exactly these, and a
 # checkpoint with any of them keeps the sweep temperature it was trained at (calibrate_sweep).
-DEPTH_MODULES = {"gs_refine": "gaussian_head.refine.", "gs_edge": "gaussian_head.edge."}
+DEPTH_MODULES = {"gs_refine": "gaussian_head.refine.", "gs_cascade": "gaussian_head.cascade.", "gs_edge": "gaussian_head.edge."}
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class FSMConfig:
     gs_planes: int = 32  # geo: depth planes of the plane sweep (log-spaced in [gs_near, gs_far])
     gs_sweep: bool = True  # geo: feed the plane-sweep costs (False: a constant, the ablation without the cue)
     gs_refine: bool = False  # geo: a 3D U-Net over the cost volume corrects the plane logits (geohead.CostRegularizer)
+    gs_cascade: bool = False  # geo: a second cost regulariser, wider and one level deeper, after the first
     gs_edge: bool = False  # geo: the plane logits re-mixed from each pixel's 5x5 neighbours (geohead.EdgePropagation)
     gs_readout: str = "mode"  # geo: depth read around the most likely plane or the risk minimiser (geohead.plane_readout)
     gs_front: int = 1  # geo: a render at time t shows the Gaussians of the frame(s) nearest t ...
@@ -332,7 +333,7 @@ class FSM(nn.Module):
             self.gaussian_head = GaussianHead(config.dim, config.patch, *config.gs_range)
         elif "4dgs" in config.heads:
             self.gaussian_head = GeoGaussianHead(config.dim, config.patch, config.gs_planes, *config.gs_range, refine=config.gs_refine,
-                                                 edge=config.gs_edge)
+                                                 cascade=config.gs_cascade, edge=config.gs_edge)
 
     @staticmethod
     def from_preset(name: str, stream: StreamConfig | None = None, **overrides) -> "FSM":
