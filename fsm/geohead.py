@@ -61,6 +61,35 @@ def frame_spacing(times: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
     return gap
 
 
+def depth_size(H: int, W: int, size: int | None) -> tuple[int, int]:
+    """(h, w) at which the head works out depth for H x W views: downsampled by the smallest integer
+    factor that brings the short side to at most `size` pixels (None: H x W itself).
+
+    Why: the depth modules learn at the training resolution (64x64 on this CPU), and their reach is in
+    pixels. Measured on the stage-15 weights (4 held-out scenes, 32 inputs, sparse / continuous): at
+    128x128 the depth read at full resolution has mean abs-rel 0.37 / 0.59 (2.6% of the pixels, read
+    on the far planes, carry 60% of it); the same views downsampled to 64x64 and their plane logits
+    upsampled 0.170 / 0.166, the 64x64 figures."""
+    if size is None:
+        return H, W
+    factor = math.ceil(min(H, W) / size)
+    return round(H / factor), round(W / factor)
+
+
+def shrink(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(..., C, H, W) -> (..., C, h, w), area-averaged (the same tensor at its own size)."""
+    if x.shape[-2:] == (h, w):
+        return x
+    return F.interpolate(x.flatten(0, -4), size=(h, w), mode="area").unflatten(0, x.shape[:-3])
+
+
+def shrink_views(images: torch.Tensor, fxfycxcy: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., 3, H, W) images and (..., 4) pixel intrinsics -> the same views at h x w (intrinsics
+    scaled; pixel centres at +0.5 as everywhere)."""
+    H, W = images.shape[-2:]
+    return shrink(images, h, w), fxfycxcy * fxfycxcy.new_tensor((w / W, h / H, w / W, h / H))
+
+
 def geo_gaussians(
     depth: torch.Tensor, views_rgb: torch.Tensor, rest: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor,
     times: torch.Tensor, gap: torch.Tensor,
@@ -355,22 +384,30 @@ class GeoGaussianHead(nn.Module):
         return self.log_planes.exp()
 
     def forward(self, tokens, cost, images, c2w, fxfycxcy, times, gap, readout: str = "mode") -> tuple[Gaussians4D, torch.Tensor, torch.Tensor]:
-        """tokens (B,V,T,D), cost (B,V,P,H,W), images (B,V,3,H,W); readout: plane_readout's centre
-        -> (Gaussians (B,V*H*W), depth (B,V,H,W), plane logits (B,V,P,H,W))."""
-        B, V, P, H, W = cost.shape
+        """tokens (B,V,T,D), cost (B,V,P,h,w) at the depth size (depth_size: h x w <= H x W), images
+        (B,V,3,H,W); readout: plane_readout's centre -> (Gaussians (B,V*H*W), depth (B,V,H,W), plane
+        logits (B,V,P,H,W)). Below full size, the CNN and the depth modules see the images and features
+        area-downsampled, and their outputs are upsampled bilinearly before the readout."""
+        B, V, P, h, w = cost.shape
+        H, W = images.shape[-2:]
         feats = unpatchify(self.proj(self.norm(tokens)), self.patch, H, W)  # (B,V,F,H,W)
-        x = torch.cat([cost.to(feats), images.to(feats) * 2 - 1, feats], 2).reshape(B * V, -1, H, W)
+        rgb, feats = shrink(images, h, w), shrink(feats, h, w)  # (B,V,3|F,h,w)
+        x = torch.cat([cost.to(feats), rgb.to(feats) * 2 - 1, feats], 2).reshape(B * V, -1, h, w)
         s = F.gelu(self.stem(x))
         m = F.gelu(self.mid(F.gelu(self.down(s))))
-        u = F.interpolate(m, size=(H, W), mode="bilinear", align_corners=False)
-        y = self.out(F.gelu(self.up(torch.cat([s, u], 1)))).reshape(B, V, P + RAW_REST, H, W)
+        u = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
+        y = self.out(F.gelu(self.up(torch.cat([s, u], 1)))).reshape(B, V, P + RAW_REST, h, w)
         logits = -self.log_temperature.exp() * cost.to(y) + y[:, :, :P]
         flat = lambda x: x.reshape(B * V, *x.shape[2:])  # the depth modules see views as a batch
         if self.refine is not None:
-            logits = logits + self.refine(flat(cost.to(y)), flat(logits), flat(images.to(y))).reshape(B, V, P, H, W)
+            logits = logits + self.refine(flat(cost.to(y)), flat(logits), flat(rgb.to(y))).reshape(B, V, P, h, w)
         if self.cascade is not None:
-            logits = logits + self.cascade(flat(cost.to(y)), flat(logits), flat(images.to(y))).reshape(B, V, P, H, W)
+            logits = logits + self.cascade(flat(cost.to(y)), flat(logits), flat(rgb.to(y))).reshape(B, V, P, h, w)
         if self.edge is not None:
-            logits = self.edge(flat(logits), self.log_planes, flat(images.to(y))).reshape(B, V, P, H, W)
+            logits = self.edge(flat(logits), self.log_planes, flat(rgb.to(y))).reshape(B, V, P, h, w)
+        rest = y[:, :, P:]
+        if (h, w) != (H, W):
+            up = lambda x: F.interpolate(flat(x), size=(H, W), mode="bilinear", align_corners=False).reshape(B, V, -1, H, W)
+            logits, rest = up(logits), up(rest)
         depth = plane_readout(logits, self.log_planes, centre=readout).exp()  # (B,V,H,W)
-        return geo_gaussians(depth, images, y[:, :, P:], c2w, fxfycxcy, times, gap), depth, logits
+        return geo_gaussians(depth, images, rest, c2w, fxfycxcy, times, gap), depth, logits

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from fsm.cameras import pixel_rays, plucker_rays
 from fsm.gaussians import RAW_DIM, Gaussians4D, activate_gaussians
 from fsm.lacet import ElasticConfig, ElasticState, FastWeightLayer, UpdateStats
-from fsm.geohead import READOUTS, GeoGaussianHead, frame_spacing
+from fsm.geohead import READOUTS, GeoGaussianHead, depth_size, frame_spacing, shrink_views
 from fsm.patches import patchify, unpatchify
 from fsm.planesweep import NO_COST, chunk_groups, plane_sweep_cost
 from fsm.precision import autocast
@@ -65,6 +65,10 @@ class FSMConfig:
     gs_refine: bool = False  # geo: a 3D U-Net over the cost volume corrects the plane logits (geohead.CostRegularizer)
     gs_cascade: bool = False  # geo: a second cost regulariser, wider and one level deeper, after the first
     gs_edge: bool = False  # geo: the plane logits re-mixed from each pixel's 5x5 neighbours (geohead.EdgePropagation)
+    # geo: depth (the sweep, the head's CNN, the depth modules) worked out on the views area-downsampled by the
+    # smallest integer factor that brings their short side to at most this many pixels, its plane logits then
+    # upsampled (geohead.depth_size); None = at full resolution
+    gs_depth_size: int | None = None
     gs_readout: str = "mode"  # geo: depth read around the most likely plane or the risk minimiser (geohead.plane_readout)
     gs_front: int = 1  # geo: a render at time t shows the Gaussians of the frame(s) nearest t ...
     gs_fill: int = 4  # ... over those of the next nearest frames, which fill its holes
@@ -79,6 +83,8 @@ class FSMConfig:
             raise ValueError(f"gs_head must be one of {GS_HEADS}, got {self.gs_head!r}")
         if self.gs_readout not in READOUTS:
             raise ValueError(f"gs_readout must be one of {READOUTS}, got {self.gs_readout!r}")
+        if self.gs_depth_size is not None and self.gs_depth_size < 8:
+            raise ValueError(f"gs_depth_size must be None or >= 8 pixels, got {self.gs_depth_size}")
         if self.gs_planes < 3:  # the readout takes a plane and its two neighbours
             raise ValueError(f"gs_planes must be >= 3, got {self.gs_planes}")
 
@@ -339,11 +345,15 @@ class FSM(nn.Module):
     def from_preset(name: str, stream: StreamConfig | None = None, **overrides) -> "FSM":
         return FSM(preset(name, **overrides), stream if stream is not None else PRESET_STREAMS.get(name))
 
-    def set_readout(self, centre: str) -> None:
-        """Read the geo head's depth around another centre plane ("mode" / "risk"; it has no weights)."""
+    def set_depth_options(self, gs_readout: str | None = None, gs_depth_size: int | None = None) -> None:
+        """Change the geo head's weight-free depth options that are not None: the readout's centre plane
+        ("mode" / "risk") and the depth size (gs_depth_size; 0 = full resolution)."""
         if self.config.gs_head != "geo" or "4dgs" not in self.config.heads:
-            raise ValueError(f"gs_readout {centre!r}: only the geo 4DGS head reads depth planes")
-        self.config = replace(self.config, gs_readout=centre)  # validates it; decode_geo reads it from here
+            raise ValueError("depth options: only the geo 4DGS head reads depth planes")
+        changes = {} if gs_readout is None else {"gs_readout": gs_readout}
+        if gs_depth_size is not None:
+            changes["gs_depth_size"] = gs_depth_size or None
+        self.config = replace(self.config, **changes)  # validates them; decode_geo reads them from here
 
     def stream_config(self, base: StreamConfig | None = None, **overrides) -> StreamConfig:
         """The run settings to use: `base` (default: this model's, self.stream) with every
@@ -415,10 +425,12 @@ class FSM(nn.Module):
         refs = list(range(v.num_views)) if refs is None else list(refs)
         picked = v[refs]
         planes = self.gaussian_head.planes
+        h, w = depth_size(H, W, self.config.gs_depth_size)  # the head's depth works at h x w
         if self.config.gs_sweep:
-            cost = torch.stack([plane_sweep_cost(v.images[b], v.c2w[b], v.fxfycxcy[b], groups, planes, refs) for b in range(v.c2w.shape[0])])
+            images, fxfycxcy = shrink_views(v.images, v.fxfycxcy, h, w)
+            cost = torch.stack([plane_sweep_cost(images[b], v.c2w[b], fxfycxcy[b], groups, planes, refs) for b in range(v.c2w.shape[0])])
         else:
-            cost = picked.images.new_full((*picked.images.shape[:2], planes.shape[0], H, W), NO_COST)
+            cost = picked.images.new_full((*picked.images.shape[:2], planes.shape[0], h, w), NO_COST)
         gap = frame_spacing(v.times, groups)[:, refs]
         tokens = self.query(states, picked, H, W)
         g, _, logits = self.gaussian_head(tokens, cost, picked.images, picked.c2w, picked.fxfycxcy, picked.times, gap, self.config.gs_readout)

@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from fsm.cameras import look_at, pixel_rays, project_points
 from fsm.data.samples import HELDOUT_SCENES, heldout_samples
 from fsm.data.synthetic import make_path, make_scene, trace
-from fsm.geohead import (FOOTPRINT_PX, RAW_REST, CostRegularizer, EdgePropagation, GeoGaussianHead, frame_spacing, oracle_gaussians, plane_abs_rel_risk,
+from fsm.geohead import (FOOTPRINT_PX, RAW_REST, CostRegularizer, EdgePropagation, GeoGaussianHead, depth_size, frame_spacing, oracle_gaussians,
+                         plane_abs_rel_risk, shrink_views,
                          plane_cross_entropy, plane_readout, resample_head_planes, resample_planes, risk_min_plane)
 from fsm.metrics import psnr
+from fsm.patches import unpatchify
 from fsm.model import FSM, render_gaussians
 from fsm.planesweep import NO_COST, chunk_groups, log_depth_planes, plane_sweep_cost
 from fsm.raster import rasterize
@@ -89,6 +91,44 @@ def test_plane_sweep_finds_the_depth_of_a_textured_wall():
     rel = ((best - truth[2]).abs() / truth[2])[static]
     spacing = math.log(50.0 / 0.5) / 47
     assert (rel < math.exp(spacing) - 1 + 0.05).float().mean() > 0.6  # mostly within one plane
+
+
+def test_the_sweep_on_shrunk_views_matches_views_rendered_at_that_size():
+    """The textured wall above, rendered at 48x48 and area-downsampled to 24x24 with its intrinsics
+    scaled (shrink_views): the intrinsics are those of a 24x24 camera, and the cheapest planes hit the
+    true depth (traced at 24x24) about as often as on views rendered at 24x24 directly."""
+    scene = make_scene(3, "room")
+    path = make_path(scene, "pan")
+    times = torch.linspace(0, 1.5, 5, dtype=torch.float64)
+    c2w = path.c2w(times)
+    c2w[:, :3, 3] += torch.linspace(-0.3, 0.3, 5)[:, None] * c2w[:, :3, 0]
+    from fsm.data.synthetic import render
+
+    images = render(scene, c2w, path.fxfycxcy(5, 48, 48), times, 48, 48, shadows=False)
+    small, K = shrink_views(images, path.fxfycxcy(5, 48, 48), 24, 24)
+    torch.testing.assert_close(small, F.avg_pool2d(images, 2))
+    torch.testing.assert_close(K, path.fxfycxcy(5, 24, 24).to(K))
+    native = render(scene, c2w, path.fxfycxcy(5, 24, 24), times, 24, 24, shadows=False)
+    truth, obj = trace(scene, c2w, path.fxfycxcy(5, 24, 24), times, 24, 24)
+    depths = log_depth_planes(0.5, 50.0, 48)
+    static = (obj[2] < 0) & torch.isfinite(truth[2])
+
+    def within_a_plane(views):
+        best = depths[plane_sweep_cost(views, c2w, K, [[0, 1, 2, 3, 4]], depths)[2].argmin(0)]
+        rel = ((best - truth[2]).abs() / truth[2])[static]
+        return (rel < math.exp(math.log(100.0) / 47) - 1 + 0.05).float().mean().item()
+
+    shrunk, rendered = within_a_plane(small), within_a_plane(native)
+    assert rendered > 0.4 and shrunk > rendered - 0.1, (shrunk, rendered)
+
+
+def test_depth_size_is_the_smallest_integer_downsampling():
+    assert depth_size(128, 128, None) == (128, 128)
+    assert depth_size(64, 64, 64) == (64, 64)
+    assert depth_size(128, 128, 64) == (64, 64)
+    assert depth_size(128, 224, 64) == (64, 112)  # the short side decides
+    assert depth_size(192, 256, 64) == (64, 85)
+    assert depth_size(96, 96, 64) == (48, 48)
 
 
 def test_chunk_groups():
@@ -311,12 +351,47 @@ def test_the_geo_heads_depth_is_read_with_the_configured_centre():
     with pytest.raises(ValueError, match="gs_readout"):
         FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo", gs_readout="mean")
     with pytest.raises(ValueError, match="only the geo 4DGS head"):
-        FSM.from_preset("tiny", heads=("lvsm",)).set_readout("risk")
-    model.set_readout("mode")  # the risk model read as mode: the depth follows
+        FSM.from_preset("tiny", heads=("lvsm",)).set_depth_options(gs_readout="risk")
+    model.set_depth_options(gs_readout="mode")  # the risk model read as mode: the depth follows
     with torch.no_grad():
         out = model(s.inputs, s.targets, heads=("depth",))
     torch.testing.assert_close(out["depth"], plane_readout(out["depth_logits"], log_planes, centre="mode").exp(), rtol=1e-4, atol=1e-4)
     assert model.config.gs_readout == "mode"
+
+
+def test_a_depth_size_below_the_views_works_out_depth_there_and_upsamples_the_logits():
+    """gs_depth_size 16 on 32x32 views: the logits come back at 32x32, equal to the head's own pieces
+    run at 16x16 (the sweep on the shrunk views, the CNN on shrunk RGB and features) and upsampled
+    bilinearly, and the depth is read from them; gs_depth_size 32 is the full-size model exactly."""
+    s = _heldout(n_in=4, n_tgt=1, size=32)
+    torch.manual_seed(0)
+    model = FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo", gs_readout="risk").eval()
+    with torch.no_grad():
+        full = model(s.inputs, s.targets, frames_per_chunk=2, heads=("depth",))
+        model.set_depth_options(gs_depth_size=32)
+        same = model(s.inputs, s.targets, frames_per_chunk=2, heads=("depth",))
+        model.set_depth_options(gs_depth_size=16)
+        out = model(s.inputs, s.targets, frames_per_chunk=2, heads=("depth",))
+    torch.testing.assert_close(same["depth_logits"], full["depth_logits"])
+    assert out["depth_logits"].shape == full["depth_logits"].shape and out["depth"].shape == full["depth"].shape
+
+    head, v = model.gaussian_head, s.inputs
+    with torch.no_grad():
+        images, K = shrink_views(v.images[0], v.fxfycxcy[0], 16, 16)
+        cost = plane_sweep_cost(images, v.c2w[0], K, chunk_groups(4, 2), head.planes)  # (V,P,16,16)
+        states = model.init_states(1)
+        for start in (0, 2):  # the memory the forward decodes from
+            states, _ = model.ingest(states, v[start : start + 2])
+        feats = unpatchify(head.proj(head.norm(model.query(states, v, 32, 32))), head.patch, 32, 32)[0]  # (V,F,32,32)
+        x = torch.cat([cost, images * 2 - 1, F.avg_pool2d(feats, 2)], 1)
+        y = F.gelu(head.stem(x))
+        u = F.interpolate(F.gelu(head.mid(F.gelu(head.down(y)))), size=(16, 16), mode="bilinear", align_corners=False)
+        logits = -head.log_temperature.exp() * cost + head.out(F.gelu(head.up(torch.cat([y, u], 1))))[:, : head.planes.shape[0]]
+        want = F.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out["depth_logits"][0], want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out["depth"], plane_readout(out["depth_logits"], head.log_planes, centre="risk").exp())
+    with pytest.raises(ValueError, match="gs_depth_size"):
+        model.set_depth_options(gs_depth_size=4)
 
 
 def test_resample_planes_is_linear_interpolation_in_log_depth():

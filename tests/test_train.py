@@ -426,7 +426,7 @@ def test_geo_head_trains_on_true_depth_and_eval_reports_oracle_and_depth_error(t
 
     data = replace(DATA, num_input=6, num_target=3)
     out = evaluate.main(evaluate.EvalConfig(ckpt=tmp_path / "ckpt.pt", out=tmp_path / "eval", data=data, scenes=1, regimes=("novel",),
-                                            gs_readout="risk", strips=0, device="cpu"))  # fmt: skip
+                                            depth=lib.DepthOptions(gs_readout="risk"), strips=0, device="cpu"))  # fmt: skip
     got = next(r for r in out["rows"] if r["method"] == "4dgs")["abs_rel"]
     with torch.no_grad():
         o = model(inputs, targets, heads=("depth",))

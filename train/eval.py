@@ -22,14 +22,16 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
 from fsm.checkpoint import load_checkpoint
 from fsm.data.samples import SampleConfig
 from fsm.precision import DtypeChoice, resolve_dtype
-from train.lib import ORACLE, UsageError, evaluate_pairs, markdown_table, pick_device, run_cli, split_clip, synthetic_pairs, write_strips
+from train.lib import ORACLE, DepthOptions, evaluate_pairs, markdown_table, pick_device, run_cli, split_clip, synthetic_pairs, write_strips
 
 
 @dataclass
@@ -59,9 +61,8 @@ class EvalConfig:
     """Take every n-th frame of the clip."""
     frames_per_chunk: int | None = None
     """Frames per fast-weight chunk when streaming (default: the checkpoint's)."""
-    gs_readout: Literal["mode", "risk"] | None = None
-    """Read the geo 4DGS head's depth around this plane instead of the checkpoint's choice (mode: the
-    most likely; risk: the one minimising the expected relative error; fsm.geohead.plane_readout)."""
+    depth: Annotated[DepthOptions, tyro.conf.arg(name="")] = DepthOptions()
+    """--gs-readout / --gs-depth-size: read the geo 4DGS head's depth another way than the checkpoint says."""
     plain_lact: bool = False
     """Also evaluate the same weights streamed as plain LaCT (lambda = 0): the elastic baseline."""
     strips: int = 4
@@ -83,11 +84,7 @@ def main(cfg: EvalConfig) -> dict:
     device = pick_device(cfg.device)
     model = load_checkpoint(cfg.ckpt, device=device)
     model.compute_dtype = resolve_dtype(cfg.dtype, device)
-    if cfg.gs_readout is not None:
-        try:
-            model.set_readout(cfg.gs_readout)
-        except ValueError as e:
-            raise UsageError(f"{cfg.ckpt}: --gs-readout: {e}") from None
+    cfg.depth.apply(model, cfg.ckpt)
     heads = model.config.heads
     fpc = model.stream_config(frames_per_chunk=cfg.frames_per_chunk).frames_per_chunk
     rows, strips = [], []
@@ -99,7 +96,8 @@ def main(cfg: EvalConfig) -> dict:
         strips += write_strips(cfg.out / "strips", name, shown, cfg.strips, heads)
     result = {
         "checkpoint": str(cfg.ckpt),
-        "model": {"preset": model.config.preset, "heads": list(heads), "frames_per_chunk": fpc, "gs_readout": model.config.gs_readout},
+        "model": {"preset": model.config.preset, "heads": list(heads), "frames_per_chunk": fpc, "gs_readout": model.config.gs_readout,
+                  "gs_depth_size": model.config.gs_depth_size},
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "rows": rows,
         "strips": strips,

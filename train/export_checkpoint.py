@@ -2,7 +2,7 @@
 optionally with evaluation results and a notice the viewer shows.
 
     python train/export_checkpoint.py runs/small/ckpt.pt assets/fsm-small.pt \
-        --eval runs/small/eval/eval.json --notice "..."
+        --eval runs/small/eval/eval.json --notice "..." [--gs-depth-size 64]
 
 The optimizer and RNG states of the training checkpoint are dropped (they are only for
 --resume); fsm.load_checkpoint restores float32 weights from the fp16 file.
@@ -11,13 +11,18 @@ The optimizer and RNG states of the training checkpoint are dropped (they are on
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import tyro
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
+
 from fsm.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from train.lib import DepthOptions, run_cli
 
 
 @dataclass
@@ -32,10 +37,13 @@ class ExportConfig:
     """A one-line note about the checkpoint that fsm-view prints and shows on its page."""
     fp16: bool = True
     """Store weights in float16 (half the size; loaded back as float32)."""
+    depth: Annotated[DepthOptions, tyro.conf.arg(name="")] = DepthOptions()
+    """--gs-readout / --gs-depth-size: store the geo 4DGS head's depth options so (as train/eval.py measured them)."""
 
 
 def main(cfg: ExportConfig) -> Path:
     model = load_checkpoint(cfg.src)
+    cfg.depth.apply(model, cfg.src)
     raw = read_checkpoint(cfg.src)
     metadata = dict(model.metadata)
     if "train_config" in raw:
@@ -50,4 +58,4 @@ def main(cfg: ExportConfig) -> Path:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(ExportConfig))
+    run_cli(main, ExportConfig)

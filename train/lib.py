@@ -91,6 +91,27 @@ class ElasticOptions:
         return ElasticConfig.plain_lact() if self.plain_lact else self.settings
 
 
+@dataclass(frozen=True)
+class DepthOptions:
+    """The geo 4DGS head's weight-free depth options, to read a checkpoint's weights another way
+    (train/eval.py) or to store that way (train/export_checkpoint.py); unset = the checkpoint's."""
+
+    gs_readout: Literal["mode", "risk"] | None = None
+    """Read depth around this plane (mode: the most likely; risk: the one minimising the expected
+    relative error; fsm.geohead.plane_readout)."""
+    gs_depth_size: int | None = None
+    """Work out depth on the views downsampled to at most this short side, in pixels (0 = at full
+    resolution; fsm.geohead.depth_size)."""
+
+    def apply(self, model: FSM, path: Path) -> None:
+        if self.gs_readout is None and self.gs_depth_size is None:
+            return
+        try:
+            model.set_depth_options(self.gs_readout, self.gs_depth_size)
+        except ValueError as e:
+            raise UsageError(f"{path}: {e}") from None
+
+
 @dataclass
 class ModelOptions:
     preset: Literal["tiny", "small", "base"] = "small"
@@ -113,6 +134,11 @@ class ModelOptions:
     gs_edge: bool = False
     """Geo head: re-mix each pixel's depth-plane logits from its 5x5 neighbours by a learned colour
     affinity, after the regulariser (fsm.geohead.EdgePropagation; gated by zero at init, like gs-refine)."""
+    gs_depth_size: int | None = None
+    """Geo head: work out depth (the sweep, the head's CNN, the depth modules) on the views downsampled
+    by the smallest integer factor that brings their short side to at most this many pixels, then
+    upsample its plane logits (fsm.geohead.depth_size); unset = at full resolution. A weight-free
+    choice: --init-from may change it."""
     gs_planes: int = FSMConfig.gs_planes
     """Geo head: depth planes of the plane sweep, log-spaced over its depth range. --init-from a checkpoint
     with another count resamples its plane weights in log depth (fsm.geohead.resample_head_planes)."""
@@ -327,7 +353,7 @@ def build_model(cfg: TrainConfig) -> FSM:
     and --elastic.* (stored in the checkpoint as the defaults for streaming these weights)."""
     try:
         model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads), gs_head=cfg.model.gs_head, gs_sweep=cfg.model.gs_sweep,
-                                gs_refine=cfg.model.gs_refine, gs_cascade=cfg.model.gs_cascade, gs_edge=cfg.model.gs_edge,
+                                gs_refine=cfg.model.gs_refine, gs_cascade=cfg.model.gs_cascade, gs_edge=cfg.model.gs_edge, gs_depth_size=cfg.model.gs_depth_size,
                                 gs_planes=cfg.model.gs_planes, gs_readout=cfg.model.gs_readout)
     except ValueError as e:  # FSMConfig's own checks: a flag's value, not a bug
         raise UsageError(f"--model: {e}") from None
@@ -448,9 +474,9 @@ def init_weights(path: Path, model: FSM) -> dict:
     ckpt = read_checkpoint(path)
     config, _ = checkpoint_configs(path, ckpt)
     # the differences allowed: depth modules added (they start as the identity: the model stays as it was),
-    # the depth readout (it has no weights) and the geo head's plane count (its plane weights are resampled)
+    # the depth readout and size (no weights) and the geo head's plane count (its plane weights are resampled)
     added = {flag: prefix for flag, prefix in DEPTH_MODULES.items() if getattr(model.config, flag) and not getattr(config, flag)}
-    allowed = dict.fromkeys(added, True) | {"gs_readout": model.config.gs_readout}
+    allowed = dict.fromkeys(added, True) | {"gs_readout": model.config.gs_readout, "gs_depth_size": model.config.gs_depth_size}
     if config.gs_head == "geo":
         allowed["gs_planes"] = model.config.gs_planes
     differ = differences(replace(config, **allowed), model.config)
