@@ -428,7 +428,8 @@ def test_a_head_resampled_to_more_planes_gives_the_same_logits_interpolated():
     with torch.no_grad():
         ga, _, la = a(tokens, torch.zeros(B, V, 12, H, W), images, c2w, K, times, gap)
         gb, _, lb = b(tokens, torch.zeros(B, V, 23, H, W), images, c2w, K, times, gap)
-    torch.testing.assert_close(lb, resample_planes(la, 23, 2))
+    # float32 convolutions summing different channel counts: ~1e-5 apart on logits of size ~10 (seen 1.2e-5)
+    torch.testing.assert_close(lb, resample_planes(la, 23, 2), atol=1e-4, rtol=1e-5)
     for field in ("rgb", "scales_xyz", "opacity", "rot_left", "scale_t"):
         assert getattr(ga, field).shape == getattr(gb, field).shape
     torch.testing.assert_close(ga.rgb, gb.rgb)
