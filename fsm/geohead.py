@@ -219,16 +219,13 @@ class CostRegularizer(nn.Module):
     Per voxel it sees: the cost z-scored over the pixel's planes (how distinct this plane is), the
     head's log-probability of the plane, and the pixel's RGB. Shapes: (N,P,H,W) -> (N,P,H,W)."""
 
-    def __init__(self, width: int = 8, deep: bool = False):
+    def __init__(self, width: int = 8):
         super().__init__()
         c = width
         conv = lambda i, o, stride=1: nn.Conv3d(i, o, 3, stride=stride, padding=1)
         self.enc0 = conv(5, c)
         self.enc1 = nn.ModuleList([conv(c, 2 * c, 2), conv(2 * c, 2 * c)])
         self.enc2 = nn.ModuleList([conv(2 * c, 4 * c, 2), conv(4 * c, 4 * c)])
-        # deep: a third level (1/8 of the planes, 1/16 of the image), whose receptive field spans a 64x64 view
-        self.enc3 = nn.ModuleList([conv(4 * c, 8 * c, 2), conv(8 * c, 8 * c)]) if deep else None
-        self.dec2 = conv(12 * c, 4 * c) if deep else None
         self.dec1 = conv(6 * c, 2 * c)
         self.dec0 = conv(3 * c, c)
         self.out = conv(c, 1)
@@ -247,23 +244,10 @@ class CostRegularizer(nn.Module):
         e1 = F.gelu(self.enc1[1](F.gelu(self.enc1[0](e0))))  # (N,2c,P/2,h/2,w/2)
         e2 = F.gelu(self.enc2[1](F.gelu(self.enc2[0](e1))))  # (N,4c,P/4,h/4,w/4)
         up = lambda a, like: F.interpolate(a, size=like.shape[2:], mode="trilinear", align_corners=False)
-        if self.enc3 is not None:
-            e3 = F.gelu(self.enc3[1](F.gelu(self.enc3[0](e2))))  # (N,8c,P/8,h/8,w/8)
-            e2 = F.gelu(self.dec2(torch.cat([e2, up(e3, e2)], 1)))
         d1 = F.gelu(self.dec1(torch.cat([e1, up(e2, e1)], 1)))
         d0 = F.gelu(self.dec0(torch.cat([e0, up(d1, e0)], 1)))
         y = self.out(d0)  # (N,1,P,h,w)
         return F.interpolate(y, size=(P, H, W), mode="trilinear", align_corners=False)[:, 0]
-
-
-# The cascade's width. Why a second regulariser: the shipped head's plane choice, not its sub-plane
-# precision, carries the mean depth error. Measured (stage 15, 4 held-out scenes x sparse + continuous,
-# 64x64): mean abs-rel 0.171; read around the *true* plane with the same logits it would be 0.060;
-# 25% of pixels are 2+ planes off and carry 70% of the mean. Further training of the first
-# regulariser (width 8) no longer lowered it, so the second adds capacity and context (a third U-Net
-# level: the far ground and plain walls, whose costs are flat, need depth from across the view), and
-# sees the first's output.
-CASCADE_WIDTH = 16
 
 
 def neighbours(x: torch.Tensor, radius: int) -> list[torch.Tensor]:
@@ -353,13 +337,12 @@ def resample_head_planes(state: dict[str, torch.Tensor], prefix: str, planes: in
 
 class GeoGaussianHead(nn.Module):
     """[plane-sweep costs (P), RGB (3), backbone features (F)] per pixel -> depth + residuals;
-    with refine, a CostRegularizer adds its correction to the plane logits; with cascade, a second, wider
-    one adds its correction to the corrected logits; with edge, EdgePropagation then re-mixes them from
-    each pixel's neighbours."""
+    with refine, a CostRegularizer adds its correction to the plane logits; with edge, EdgePropagation
+    then re-mixes them from each pixel's neighbours."""
 
     def __init__(
         self, dim: int, patch: int, planes: int, near: float, far: float, features: int = 8, width: int = 32,
-        refine: bool = False, cascade: bool = False, edge: bool = False,
+        refine: bool = False, edge: bool = False,
     ):
         super().__init__()
         self.patch, self.near, self.far = patch, near, far
@@ -376,7 +359,6 @@ class GeoGaussianHead(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(SWEEP_TEMPERATURE)))
         self.refine = CostRegularizer() if refine else None
-        self.cascade = CostRegularizer(CASCADE_WIDTH, deep=True) if cascade else None
         self.edge = EdgePropagation() if edge else None
 
     @property
@@ -401,8 +383,6 @@ class GeoGaussianHead(nn.Module):
         flat = lambda x: x.reshape(B * V, *x.shape[2:])  # the depth modules see views as a batch
         if self.refine is not None:
             logits = logits + self.refine(flat(cost.to(y)), flat(logits), flat(rgb.to(y))).reshape(B, V, P, h, w)
-        if self.cascade is not None:
-            logits = logits + self.cascade(flat(cost.to(y)), flat(logits), flat(rgb.to(y))).reshape(B, V, P, h, w)
         if self.edge is not None:
             logits = self.edge(flat(logits), self.log_planes, flat(rgb.to(y))).reshape(B, V, P, h, w)
         rest = y[:, :, P:]

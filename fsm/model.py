@@ -37,7 +37,7 @@ GS_RANGES = {"paper": (0.01, 100.0), "geo": (0.3, 3000.0)}  # default (near, far
 # the geo head's depth modules: config flag -> parameter prefix. Each starts as the identity, so it may be
 # added to a checkpoint without it (train --init-from), --depth-only trains exactly these, and a
 # checkpoint with any of them keeps the sweep temperature it was trained at (calibrate_sweep).
-DEPTH_MODULES = {"gs_refine": "gaussian_head.refine.", "gs_cascade": "gaussian_head.cascade.", "gs_edge": "gaussian_head.edge."}
+DEPTH_MODULES = {"gs_refine": "gaussian_head.refine.", "gs_edge": "gaussian_head.edge."}
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,6 @@ class FSMConfig:
     gs_planes: int = 32  # geo: depth planes of the plane sweep (log-spaced in [gs_near, gs_far])
     gs_sweep: bool = True  # geo: feed the plane-sweep costs (False: a constant, the ablation without the cue)
     gs_refine: bool = False  # geo: a 3D U-Net over the cost volume corrects the plane logits (geohead.CostRegularizer)
-    gs_cascade: bool = False  # geo: a second cost regulariser, wider and one level deeper, after the first
     gs_edge: bool = False  # geo: the plane logits re-mixed from each pixel's 5x5 neighbours (geohead.EdgePropagation)
     # geo: depth (the sweep, the head's CNN, the depth modules) worked out on the views area-downsampled by the
     # smallest integer factor that brings their short side to at most this many pixels, its plane logits then
@@ -339,7 +338,7 @@ class FSM(nn.Module):
             self.gaussian_head = GaussianHead(config.dim, config.patch, *config.gs_range)
         elif "4dgs" in config.heads:
             self.gaussian_head = GeoGaussianHead(config.dim, config.patch, config.gs_planes, *config.gs_range, refine=config.gs_refine,
-                                                 cascade=config.gs_cascade, edge=config.gs_edge)
+                                                 edge=config.gs_edge)
 
     @staticmethod
     def from_preset(name: str, stream: StreamConfig | None = None, **overrides) -> "FSM":

@@ -451,22 +451,22 @@ def test_init_from_a_shipped_checkpoint_starts_from_its_weights(tmp_path, smoke_
 
 
 def test_depth_only_stage_adds_and_trains_just_the_depth_modules(tmp_path):
-    """--init-from a geo checkpoint without them + --model.gs-refine --model.gs-cascade --model.gs-edge --depth-only
-    --depth-risk 1 --model.gs-readout risk: every weight it had stays bit-equal, the readout is stored, the two regularisers'
-    and the edge propagation's change, the depth losses (the risk among them) are logged; --depth-risk without depth planes is refused."""
+    """--init-from a geo checkpoint without them + --model.gs-refine --model.gs-edge --depth-only
+    --depth-risk 1 --model.gs-readout risk: every weight it had stays bit-equal, the readout is stored, the regulariser's and the edge propagation's
+    change, the depth losses (the risk among them) are logged; --depth-risk without depth planes is refused."""
     geo = lib.ModelOptions(preset="tiny", heads=("lvsm", "4dgs"), gs_head="geo")
     lib.pretrain(tiny(tmp_path / "geo", steps=1, model=geo, lpips_start=100))
     src = tmp_path / "geo" / "ckpt.pt"
-    refine = replace(geo, gs_refine=True, gs_cascade=True, gs_edge=True, gs_readout="risk")
+    refine = replace(geo, gs_refine=True, gs_edge=True, gs_readout="risk")
     cfg = tiny(tmp_path / "refine", steps=3, model=refine, init_from=src, depth_only=True, depth_risk=1.0, lpips_start=0)
     lib.pretrain(cfg)
     assert fsm.load_checkpoint(src).config.gs_readout == "mode"
     assert fsm.load_checkpoint(tmp_path / "refine" / "ckpt.pt").config.gs_readout == "risk"
     before, after = weights(src), weights(tmp_path / "refine" / "ckpt.pt")
     added = {k.split(".")[1] for k in after if k not in before}
-    assert added == {"refine", "cascade", "edge"}
+    assert added == {"refine", "edge"}
     assert all(torch.equal(before[k], after[k]) for k in before)
-    for zero_at_init in ("gaussian_head.refine.out.weight", "gaussian_head.cascade.out.weight", "gaussian_head.edge.gate.weight"):
+    for zero_at_init in ("gaussian_head.refine.out.weight", "gaussian_head.edge.gate.weight"):
         assert after[zero_at_init].abs().sum() > 0, zero_at_init
     logged = [json.loads(s) for s in (tmp_path / "refine" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["depth_plane_ce"]) and r["depth_risk"] > 0 and "psnr" in r for r in logged if "loss" in r)

@@ -84,7 +84,7 @@ def main(cfg: CalibrateConfig) -> dict:
     if model.config.gs_head != "geo" or not model.config.gs_sweep or "4dgs" not in model.config.heads:
         raise SystemExit(f"{cfg.src}: calibrate_sweep needs a geo 4DGS head with the plane sweep (gs_head='geo', gs_sweep)")
     if any(getattr(model.config, flag) for flag in DEPTH_MODULES):  # logits no longer linear in T; trained at its T
-        raise SystemExit(f"{cfg.src}: has depth modules (gs_refine / gs_cascade / gs_edge) trained at its sweep temperature; "
+        raise SystemExit(f"{cfg.src}: has depth modules (gs_refine / gs_edge) trained at its sweep temperature; "
                          "calibrate the checkpoint it was trained from instead")
     t_model = model.gaussian_head.log_temperature.exp().item()
     temperatures = sorted({*map(float, cfg.temperatures), t_model})

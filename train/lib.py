@@ -128,9 +128,6 @@ class ModelOptions:
     gs_refine: bool = False
     """Geo head: add a 3D U-Net over the cost volume that corrects the depth-plane logits
     (fsm.geohead.CostRegularizer; zero at init, so --init-from a checkpoint without it starts there)."""
-    gs_cascade: bool = False
-    """Geo head: a second cost regulariser, twice as wide and one level deeper (its receptive field spans
-    a 64x64 view), after the first: it sees the first one's corrected logits (fsm.geohead.CostRegularizer; zero at init, like gs-refine)."""
     gs_edge: bool = False
     """Geo head: re-mix each pixel's depth-plane logits from its 5x5 neighbours by a learned colour
     affinity, after the regulariser (fsm.geohead.EdgePropagation; gated by zero at init, like gs-refine)."""
@@ -185,7 +182,7 @@ class TrainConfig:
     expects on surface pixels (fsm.geohead.plane_abs_rel_risk): charges the far planes' mass on
     surface pixels, what the mean depth abs-rel punishes. 0 = off."""
     depth_only: bool = False
-    """Train only the geo head's depth modules (--model.gs-refine, --model.gs-cascade, --model.gs-edge) on the depth losses
+    """Train only the geo head's depth modules (--model.gs-refine, --model.gs-edge) on the depth losses
     alone, everything else frozen and no render loss: the cheap stage that adds them to trained
     weights (--init-from). Needs samples with true depth (the synthetic engine)."""
     scale_jitter: float = 1.0
@@ -353,7 +350,7 @@ def build_model(cfg: TrainConfig) -> FSM:
     and --elastic.* (stored in the checkpoint as the defaults for streaming these weights)."""
     try:
         model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads), gs_head=cfg.model.gs_head, gs_sweep=cfg.model.gs_sweep,
-                                gs_refine=cfg.model.gs_refine, gs_cascade=cfg.model.gs_cascade, gs_edge=cfg.model.gs_edge, gs_depth_size=cfg.model.gs_depth_size,
+                                gs_refine=cfg.model.gs_refine, gs_edge=cfg.model.gs_edge, gs_depth_size=cfg.model.gs_depth_size,
                                 gs_planes=cfg.model.gs_planes, gs_readout=cfg.model.gs_readout)
     except ValueError as e:  # FSMConfig's own checks: a flag's value, not a bug
         raise UsageError(f"--model: {e}") from None
@@ -731,7 +728,7 @@ def pretrain(cfg: TrainConfig) -> dict:
     # the geo head's depth planes trained on true depth: what --depth-only and --depth-risk both need
     geo_depth = cfg.model.gs_head == "geo" and "4dgs" in cfg.model.heads and cfg.data.source == "synthetic" and cfg.depth_weight > 0
     if cfg.depth_only and not (geo_depth and any(getattr(cfg.model, flag) for flag in DEPTH_MODULES)):
-        raise UsageError("--depth-only trains the depth modules on true depth: it needs --model.gs-refine, --model.gs-cascade or --model.gs-edge "
+        raise UsageError("--depth-only trains the depth modules on true depth: it needs --model.gs-refine or --model.gs-edge "
                          "with the geo 4DGS head (--model.heads including 4dgs), synthetic data and --depth-weight > 0")
     if cfg.depth_risk < 0 or (cfg.depth_risk > 0 and not geo_depth):
         raise UsageError(f"--depth-risk {cfg.depth_risk}: it weighs the geo 4DGS head's depth planes against true depth, so it "
