@@ -450,18 +450,30 @@ def test_init_from_a_shipped_checkpoint_starts_from_its_weights(tmp_path, smoke_
         lib.pretrain(other)
 
 
-def test_depth_only_stage_adds_and_trains_just_the_depth_modules(tmp_path):
+def test_depth_only_stage_adds_and_trains_just_the_depth_modules(tmp_path, smoke_ckpt):
     """--init-from a geo checkpoint without them + --model.gs-refine --model.gs-edge --depth-only
-    --depth-risk 1 --model.gs-readout risk: every weight it had stays bit-equal, the readout is stored, the regulariser's and the edge propagation's
-    change, the depth losses (the risk among them) are logged; --depth-risk without depth planes is refused."""
+    --depth-risk 1 --model.gs-readout risk --model.gs-depth-size 16: every weight it had stays bit-equal, the readout and
+    depth size are stored, the regulariser's and the edge propagation's change, the depth losses (the risk among them)
+    are logged; --depth-risk without depth planes is refused; export_checkpoint --gs-depth-size / --gs-readout store
+    other depth options with the same weights."""
     geo = lib.ModelOptions(preset="tiny", heads=("lvsm", "4dgs"), gs_head="geo")
     lib.pretrain(tiny(tmp_path / "geo", steps=1, model=geo, lpips_start=100))
     src = tmp_path / "geo" / "ckpt.pt"
-    refine = replace(geo, gs_refine=True, gs_edge=True, gs_readout="risk")
+    refine = replace(geo, gs_refine=True, gs_edge=True, gs_readout="risk", gs_depth_size=16)
     cfg = tiny(tmp_path / "refine", steps=3, model=refine, init_from=src, depth_only=True, depth_risk=1.0, lpips_start=0)
     lib.pretrain(cfg)
     assert fsm.load_checkpoint(src).config.gs_readout == "mode"
-    assert fsm.load_checkpoint(tmp_path / "refine" / "ckpt.pt").config.gs_readout == "risk"
+    trained = fsm.load_checkpoint(tmp_path / "refine" / "ckpt.pt")
+    assert (trained.config.gs_readout, trained.config.gs_depth_size) == ("risk", 16)
+    from train.export_checkpoint import ExportConfig
+    from train.export_checkpoint import main as export
+
+    shipped = export(ExportConfig(tmp_path / "refine" / "ckpt.pt", tmp_path / "ship.pt", depth=lib.DepthOptions("mode", 0), fp16=False))
+    reread = fsm.load_checkpoint(shipped)
+    assert (reread.config.gs_readout, reread.config.gs_depth_size) == ("mode", None)
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in reread.state_dict().items())
+    with pytest.raises(ValueError, match="only the geo 4DGS head"):  # the LVSM-only smoke checkpoint
+        export(ExportConfig(smoke_ckpt, tmp_path / "x.pt", depth=lib.DepthOptions(gs_depth_size=64)))
     before, after = weights(src), weights(tmp_path / "refine" / "ckpt.pt")
     added = {k.split(".")[1] for k in after if k not in before}
     assert added == {"refine", "edge"}
