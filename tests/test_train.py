@@ -450,7 +450,7 @@ def test_init_from_a_shipped_checkpoint_starts_from_its_weights(tmp_path, smoke_
         lib.pretrain(other)
 
 
-def test_depth_only_stage_adds_and_trains_just_the_depth_modules(tmp_path, smoke_ckpt):
+def test_depth_only_stage_adds_and_trains_just_the_depth_modules(tmp_path, smoke_ckpt, capsys):
     """--init-from a geo checkpoint without them + --model.gs-refine --model.gs-edge --depth-only
     --depth-risk 1 --model.gs-readout risk --model.gs-depth-size 16: every weight it had stays bit-equal, the readout and
     depth size are stored, the regulariser's and the edge propagation's change, the depth losses (the risk among them)
@@ -463,6 +463,8 @@ def test_depth_only_stage_adds_and_trains_just_the_depth_modules(tmp_path, smoke
     cfg = tiny(tmp_path / "refine", steps=3, model=refine, init_from=src, depth_only=True, depth_risk=1.0, lpips_start=0)
     lib.pretrain(cfg)
     assert fsm.load_checkpoint(src).config.gs_readout == "mode"
+    said = capsys.readouterr().err
+    assert "gs_readout mode -> risk" in said and "gs_depth_size None -> 16" in said  # weight-free changes are announced
     trained = fsm.load_checkpoint(tmp_path / "refine" / "ckpt.pt")
     assert (trained.config.gs_readout, trained.config.gs_depth_size) == ("risk", 16)
     from train.export_checkpoint import ExportConfig

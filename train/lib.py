@@ -479,6 +479,9 @@ def init_weights(path: Path, model: FSM) -> dict:
     differ = differences(replace(config, **allowed), model.config)
     if differ:
         raise UsageError(f"{path}: the architecture differs from --model's — " + "; ".join(differ))
+    for name in ("gs_readout", "gs_depth_size"):  # weight-free, so allowed to change: say so, it is easy to miss
+        if getattr(config, name) != allowed[name]:
+            print(f"{path}: {name} {getattr(config, name)} -> {allowed[name]} (--model.{name.replace('_', '-')})", file=sys.stderr)
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     resampled = config.gs_planes != model.config.gs_planes and "4dgs" in config.heads and config.gs_head == "geo"
     if resampled:
