@@ -524,16 +524,17 @@ def test_validation_scenes_are_neither_held_out_nor_training_scenes():
     assert len(seeds) == len(VALIDATION_SCENES)
 
 
-def test_calibrate_sweep_picks_the_temperature_whose_depth_is_best(tmp_path):
+@pytest.mark.parametrize("depth_size", [None, 16])
+def test_calibrate_sweep_picks_the_temperature_whose_depth_is_best(tmp_path, depth_size):
     """Each candidate temperature's error equals a direct forward with that temperature set (the
-    Gaussians' own distances, not the script's shortcut through the logits); the minimum is
-    written; everything else in the file is kept, fp16 included."""
+    Gaussians' own distances, not the script's shortcut through the logits), also with the depth
+    worked out at half size; the minimum is written; everything else in the file is kept, fp16 included."""
     from fsm.data import VALIDATION_SCENES, heldout_samples
     from train.calibrate_sweep import KEY, CalibrateConfig
     from train.calibrate_sweep import main as calibrate
 
     torch.manual_seed(0)
-    geo = fsm.FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo").eval()
+    geo = fsm.FSM.from_preset("tiny", heads=("lvsm", "4dgs"), gs_head="geo", gs_depth_size=depth_size).eval()
     with torch.no_grad():  # a CNN correction that competes with the sweep, so the temperature matters
         geo.gaussian_head.out.weight.normal_(0, 0.05)
     src, dst = tmp_path / "geo.pt", tmp_path / "calibrated.pt"
