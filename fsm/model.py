@@ -414,6 +414,18 @@ class FSM(nn.Module):
             return self.gaussian_head(self.query(states, virtual_views, H, W), virtual_views, H, W)
         return self.decode_geo(states, virtual_views, groups, refs)[0]
 
+    def sweep_cost(self, v: Views, groups: list[list[int]], refs: list[int] | None = None) -> torch.Tensor:
+        """The geo head's plane-sweep costs (B, R, P, h, w) of the R = len(refs) views against their
+        groups, at the head's depth size (h x w = geohead.depth_size); NO_COST everywhere without gs_sweep."""
+        H, W = v.images.shape[-2:]
+        h, w = depth_size(H, W, self.config.gs_depth_size)
+        refs = list(range(v.num_views)) if refs is None else list(refs)
+        planes = self.gaussian_head.planes
+        if not self.config.gs_sweep:
+            return v.images.new_full((v.images.shape[0], len(refs), planes.shape[0], h, w), NO_COST)
+        images, fxfycxcy = shrink_views(v.images, v.fxfycxcy, h, w)
+        return torch.stack([plane_sweep_cost(images[b], v.c2w[b], fxfycxcy[b], groups, planes, refs) for b in range(v.c2w.shape[0])])
+
     def decode_geo(
         self, states: list[ElasticState], v: Views, groups: list[list[int]] | None = None, refs: list[int] | None = None
     ) -> tuple[Gaussians4D, torch.Tensor]:
@@ -423,13 +435,7 @@ class FSM(nn.Module):
         groups = groups or chunk_groups(v.num_views, self.stream.frames_per_chunk)
         refs = list(range(v.num_views)) if refs is None else list(refs)
         picked = v[refs]
-        planes = self.gaussian_head.planes
-        h, w = depth_size(H, W, self.config.gs_depth_size)  # the head's depth works at h x w
-        if self.config.gs_sweep:
-            images, fxfycxcy = shrink_views(v.images, v.fxfycxcy, h, w)
-            cost = torch.stack([plane_sweep_cost(images[b], v.c2w[b], fxfycxcy[b], groups, planes, refs) for b in range(v.c2w.shape[0])])
-        else:
-            cost = picked.images.new_full((*picked.images.shape[:2], planes.shape[0], h, w), NO_COST)
+        cost = self.sweep_cost(v, groups, refs)
         gap = frame_spacing(v.times, groups)[:, refs]
         tokens = self.query(states, picked, H, W)
         g, _, logits = self.gaussian_head(tokens, cost, picked.images, picked.c2w, picked.fxfycxcy, picked.times, gap, self.config.gs_readout)

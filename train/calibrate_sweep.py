@@ -31,9 +31,9 @@ import tyro
 
 from fsm.checkpoint import atomic_torch_save, load_checkpoint, read_checkpoint
 from fsm.data import VALIDATION_SCENES, heldout_samples
-from fsm.geohead import depth_size, plane_readout, shrink_views
+from fsm.geohead import plane_readout
 from fsm.model import DEPTH_MODULES, FSM
-from fsm.planesweep import chunk_groups, plane_sweep_cost
+from fsm.planesweep import chunk_groups
 
 KEY = "gaussian_head.log_temperature"
 
@@ -66,16 +66,10 @@ def readout_errors(model: FSM, samples, temperatures: list[float]) -> torch.Tens
     for s in samples:
         inputs = s.inputs
         logits = model(inputs, s.targets[:1], heads=("depth",))["depth_logits"].float()  # (B,V,P,H,W) at t_model
-        # the forward's plane-sweep neighbourhoods; recomputing the costs here (cheap next to the
-        # forward) keeps the model's API as it is; the test checks the result against direct forwards
-        groups = chunk_groups(inputs.num_views, fpc)
-        H, W = inputs.images.shape[-2:]
-        h, w = depth_size(H, W, model.config.gs_depth_size)
-        images, fxfycxcy = shrink_views(inputs.images, inputs.fxfycxcy, h, w)
-        cost = torch.stack([plane_sweep_cost(images[b], inputs.c2w[b], fxfycxcy[b], groups, head.planes)
-                            for b in range(inputs.c2w.shape[0])])  # fmt: skip
-        if (h, w) != (H, W):  # the forward upsamples its logits bilinearly, a linear map: so the cost term too
-            cost = F.interpolate(cost.flatten(0, 1), size=(H, W), mode="bilinear", align_corners=False).unflatten(0, cost.shape[:2])
+        # the forward's own costs (FSM.sweep_cost, at its depth size); the test checks the result against direct forwards
+        cost = model.sweep_cost(inputs, chunk_groups(inputs.num_views, fpc))
+        if cost.shape[-2:] != logits.shape[-2:]:  # the forward upsamples its logits bilinearly, a linear map: so the cost term too
+            cost = F.interpolate(cost.flatten(0, 1), size=logits.shape[-2:], mode="bilinear", align_corners=False).unflatten(0, cost.shape[:2])
         truth = s.input_depth.to(logits.device).float()
         ground = torch.isfinite(truth)
         for k, t in enumerate(temperatures):
