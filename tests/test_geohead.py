@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from fsm.cameras import look_at, pixel_rays, project_points
 from fsm.data.samples import HELDOUT_SCENES, heldout_samples
-from fsm.data.synthetic import make_path, make_scene, trace
+from fsm.data.synthetic import make_path, make_scene, render, trace
 from fsm.geohead import (FOOTPRINT_PX, RAW_REST, CostRegularizer, EdgePropagation, GeoGaussianHead, depth_size, frame_spacing, oracle_gaussians,
                          plane_abs_rel_risk, shrink_views,
                          plane_cross_entropy, plane_readout, resample_head_planes, resample_planes, risk_min_plane)
@@ -72,16 +72,20 @@ def test_plane_sweep_matches_a_per_pixel_reference():
     torch.testing.assert_close(plane_sweep_cost(images.float(), c2w.float(), K.float(), [[0, 1, 2]], depths, refs=[2, 0]), cost[[2, 0]])
 
 
-def test_plane_sweep_finds_the_depth_of_a_textured_wall():
-    """A room wall seen from a sideways-moving camera: the cheapest plane is the true depth."""
+def _textured_wall():
+    """A room wall seen by 5 cameras on a pan path, spread sideways for enough baseline: (scene, path, times, c2w)."""
     scene = make_scene(3, "room")
     path = make_path(scene, "pan")
     times = torch.linspace(0, 1.5, 5, dtype=torch.float64)
     c2w = path.c2w(times)
-    c2w[:, :3, 3] += torch.linspace(-0.3, 0.3, 5)[:, None] * c2w[:, :3, 0]  # enough baseline
-    K = path.fxfycxcy(5, 48, 48)
-    from fsm.data.synthetic import render
+    c2w[:, :3, 3] += torch.linspace(-0.3, 0.3, 5)[:, None] * c2w[:, :3, 0]
+    return scene, path, times, c2w
 
+
+def test_plane_sweep_finds_the_depth_of_a_textured_wall():
+    """A room wall seen from a sideways-moving camera: the cheapest plane is the true depth."""
+    scene, path, times, c2w = _textured_wall()
+    K = path.fxfycxcy(5, 48, 48)
     images = render(scene, c2w, K, times, 48, 48, shadows=False)
     truth, obj = trace(scene, c2w, K, times, 48, 48)
     depths = log_depth_planes(0.5, 50.0, 48)
@@ -97,13 +101,7 @@ def test_the_sweep_on_shrunk_views_matches_views_rendered_at_that_size():
     """The textured wall above, rendered at 48x48 and area-downsampled to 24x24 with its intrinsics
     scaled (shrink_views): the intrinsics are those of a 24x24 camera, and the cheapest planes hit the
     true depth (traced at 24x24) about as often as on views rendered at 24x24 directly."""
-    scene = make_scene(3, "room")
-    path = make_path(scene, "pan")
-    times = torch.linspace(0, 1.5, 5, dtype=torch.float64)
-    c2w = path.c2w(times)
-    c2w[:, :3, 3] += torch.linspace(-0.3, 0.3, 5)[:, None] * c2w[:, :3, 0]
-    from fsm.data.synthetic import render
-
+    scene, path, times, c2w = _textured_wall()
     images = render(scene, c2w, path.fxfycxcy(5, 48, 48), times, 48, 48, shadows=False)
     small, K = shrink_views(images, path.fxfycxcy(5, 48, 48), 24, 24)
     torch.testing.assert_close(small, F.avg_pool2d(images, 2))
