@@ -69,6 +69,10 @@ class FSMConfig:
     # upsampled (geohead.depth_size); None = at full resolution
     gs_depth_size: int | None = None
     gs_readout: str = "mode"  # geo: depth read around the most likely plane or the risk minimiser (geohead.plane_readout)
+    # geo: plane-sweep sources = the view's own chunk + the gs_sweep_back chunks before it; each pixel and plane
+    # pools the gs_sweep_keep fraction of them that agree best (fsm.planesweep.plane_sweep_cost)
+    gs_sweep_back: int = 0
+    gs_sweep_keep: float = 1.0
     gs_front: int = 1  # geo: a render at time t shows the Gaussians of the frame(s) nearest t ...
     gs_fill: int = 4  # ... over those of the next nearest frames, which fill its holes
 
@@ -84,6 +88,8 @@ class FSMConfig:
             raise ValueError(f"gs_readout must be one of {READOUTS}, got {self.gs_readout!r}")
         if self.gs_depth_size is not None and self.gs_depth_size < 8:
             raise ValueError(f"gs_depth_size must be None or >= 8 pixels, got {self.gs_depth_size}")
+        if self.gs_sweep_back < 0 or not 0.0 < self.gs_sweep_keep <= 1.0:
+            raise ValueError(f"gs_sweep_back must be >= 0 and gs_sweep_keep in (0, 1], got {self.gs_sweep_back}, {self.gs_sweep_keep}")
         if self.gs_planes < 3:  # the readout takes a plane and its two neighbours
             raise ValueError(f"gs_planes must be >= 3, got {self.gs_planes}")
 
@@ -344,12 +350,16 @@ class FSM(nn.Module):
     def from_preset(name: str, stream: StreamConfig | None = None, **overrides) -> "FSM":
         return FSM(preset(name, **overrides), stream if stream is not None else PRESET_STREAMS.get(name))
 
-    def set_depth_options(self, gs_readout: str | None = None, gs_depth_size: int | None = None) -> None:
+    def set_depth_options(
+        self, gs_readout: str | None = None, gs_depth_size: int | None = None, gs_sweep_back: int | None = None,
+        gs_sweep_keep: float | None = None,
+    ) -> None:
         """Change the geo head's weight-free depth options that are not None: the readout's centre plane
-        ("mode" / "risk") and the depth size (gs_depth_size; 0 = full resolution)."""
+        ("mode" / "risk"), the depth size (gs_depth_size; 0 = full resolution) and the plane sweep's
+        sources (gs_sweep_back chunks back, the gs_sweep_keep fraction that agrees best)."""
         if self.config.gs_head != "geo" or "4dgs" not in self.config.heads:
             raise ValueError("depth options: only the geo 4DGS head reads depth planes")
-        changes = {} if gs_readout is None else {"gs_readout": gs_readout}
+        changes = {k: v for k, v in {"gs_readout": gs_readout, "gs_sweep_back": gs_sweep_back, "gs_sweep_keep": gs_sweep_keep}.items() if v is not None}
         if gs_depth_size is not None:
             changes["gs_depth_size"] = gs_depth_size or None
         self.config = replace(self.config, **changes)  # validates them; decode_geo reads them from here
@@ -416,7 +426,8 @@ class FSM(nn.Module):
 
     def sweep_cost(self, v: Views, groups: list[list[int]], refs: list[int] | None = None) -> torch.Tensor:
         """The geo head's plane-sweep costs (B, R, P, h, w) of the R = len(refs) views against their
-        groups, at the head's depth size (h x w = geohead.depth_size); NO_COST everywhere without gs_sweep."""
+        groups (and the gs_sweep_back groups before), at the head's depth size (h x w = geohead.depth_size);
+        NO_COST everywhere without gs_sweep."""
         H, W = v.images.shape[-2:]
         h, w = depth_size(H, W, self.config.gs_depth_size)
         refs = list(range(v.num_views)) if refs is None else list(refs)
@@ -424,7 +435,9 @@ class FSM(nn.Module):
         if not self.config.gs_sweep:
             return v.images.new_full((v.images.shape[0], len(refs), planes.shape[0], h, w), NO_COST)
         images, fxfycxcy = shrink_views(v.images, v.fxfycxcy, h, w)
-        return torch.stack([plane_sweep_cost(images[b], v.c2w[b], fxfycxcy[b], groups, planes, refs) for b in range(v.c2w.shape[0])])
+        c = self.config
+        return torch.stack([plane_sweep_cost(images[b], v.c2w[b], fxfycxcy[b], groups, planes, refs, c.gs_sweep_back, c.gs_sweep_keep)
+                            for b in range(v.c2w.shape[0])])  # fmt: skip
 
     def decode_geo(
         self, states: list[ElasticState], v: Views, groups: list[list[int]] | None = None, refs: list[int] | None = None

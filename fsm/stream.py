@@ -70,9 +70,11 @@ class StreamSession:
         self._virtual: list[Views] = []
         self._virtual_stride = 1
         self._gaussians: Gaussians4D | None = None
-        # geo 4DGS head: whole chunks kept (evenly spread, at most max_kept_frames frames); a
-        # render at time t decodes the kept frames nearest t, cached per frame until the next chunk
-        self._kept: list[Views] = []
+        # geo 4DGS head: whole chunks kept (evenly spread, at most max_kept_frames frames), each with
+        # the gs_sweep_back chunks fed before it (its extra plane-sweep sources); a render at time t
+        # decodes the kept frames nearest t, cached per frame until the next chunk
+        self._kept: list[tuple[Views, list[Views]]] = []  # (chunk, the chunks before it)
+        self._recent: list[Views] = []  # the last gs_sweep_back chunks fed
         self._kept_stride = 1
         self._decoded_frames: dict[tuple[int, int], Gaussians4D] = {}
         with torch.inference_mode():
@@ -227,11 +229,14 @@ class StreamSession:
         return self.model.config.gs_head == "geo"
 
     def _keep_chunk(self, views: Views, index: int) -> None:
-        """Keep every `stride`-th chunk whole (its frames are each other's plane-sweep sources);
-        over budget, drop every other kept chunk and double the stride."""
+        """Keep every `stride`-th chunk whole (its frames are each other's plane-sweep sources, with
+        those of the gs_sweep_back chunks before it); over budget, drop every other kept chunk and
+        double the stride."""
+        back = self.model.config.gs_sweep_back
         if index % self._kept_stride == 0:
-            self._kept.append(views)
-        while sum(c.num_views for c in self._kept) > self.stream.max_kept_frames and len(self._kept) > 1:
+            self._kept.append((views, self._recent))
+        self._recent = (self._recent + [views])[-back:] if back else []
+        while sum(c.num_views for c, _ in self._kept) > self.stream.max_kept_frames and len(self._kept) > 1:
             self._kept = self._kept[::2]
             self._kept_stride *= 2
 
@@ -241,23 +246,27 @@ class StreamSession:
         with_cameras: also the frames' Views (c2w, fxfycxcy of each, batch of one)."""
         if not self._kept:
             raise ValueError("the 4DGS head needs at least one ingested chunk (feed frames first)")
-        frames = [(c, i) for c, chunk in enumerate(self._kept) for i in range(chunk.num_views)]
-        times = torch.stack([self._kept[c].times[0, i] for c, i in frames])
+        kept = [chunk for chunk, _ in self._kept]
+        frames = [(c, i) for c, chunk in enumerate(kept) for i in range(chunk.num_views)]
+        times = torch.stack([kept[c].times[0, i] for c, i in frames])
         picked = [frames[k] for k in frame_order(times, t)[:count].tolist()]
         for c in {c for c, i in picked}:
             todo = [i for cc, i in picked if cc == c and (c, i) not in self._decoded_frames]
             if todo:
-                chunk = self._kept[c]
-                g = self.model.decode_gaussians(self._states, chunk, groups=[list(range(chunk.num_views))], refs=todo)[0]
+                chunks = [*self._kept[c][1], kept[c]]  # the chunks before it, then the chunk: its sweep's groups
+                starts = [sum(x.num_views for x in chunks[:k]) for k in range(len(chunks) + 1)]
+                views = Views(*(torch.cat([getattr(x, k) for x in chunks], dim=1) for k in ("c2w", "fxfycxcy", "times", "images")))
+                groups = [list(range(a, b)) for a, b in zip(starts, starts[1:])]
+                g = self.model.decode_gaussians(self._states, views, groups=groups, refs=[starts[-2] + i for i in todo])[0]
                 per = g.mean_t.shape[0] // len(todo)
                 for k, i in enumerate(todo):
                     self._decoded_frames[(c, i)] = g[k * per : (k + 1) * per]
         parts = [self._decoded_frames[f] for f in picked]
         g = Gaussians4D(**{k: torch.cat([getattr(p, k) for p in parts]) for k in vars(parts[0])})
-        times = torch.stack([self._kept[c].times[0, i] for c, i in picked])
+        times = torch.stack([kept[c].times[0, i] for c, i in picked])
         if not with_cameras:
             return g, times
-        cams = Views(*(torch.stack([getattr(self._kept[c], k)[0, i] for c, i in picked])[None] for k in ("c2w", "fxfycxcy", "times")))
+        cams = Views(*(torch.stack([getattr(kept[c], k)[0, i] for c, i in picked])[None] for k in ("c2w", "fxfycxcy", "times")))
         return g, times, cams
 
     def _remember_virtual_views(self, views: Views, first_index: int) -> None:

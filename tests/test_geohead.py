@@ -1,5 +1,6 @@
 """The geometry-grounded 4DGS head: plane sweep, the head's rules, frame-wise rendering, streaming."""
 
+import copy
 import math
 
 import pytest
@@ -39,19 +40,16 @@ def _bilinear(image, u, v):
     return out
 
 
-def test_plane_sweep_matches_a_per_pixel_reference():
-    g = torch.Generator().manual_seed(0)
-    H, W, P = 6, 7, 3
-    images = torch.rand(3, 3, H, W, generator=g, dtype=torch.float64)
-    c2w = torch.stack([look_at(torch.tensor([x, 0.1 * x, -3.0], dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
-                               torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)) for x in (-0.4, 0.0, 0.5)])  # fmt: skip
-    K = torch.tensor([[6.0, 6.5, 3.4, 3.1]] * 3, dtype=torch.float64)
-    depths = torch.tensor([2.0, 3.0, 4.5])
-    cost = plane_sweep_cost(images.float(), c2w.float(), K.float(), [[0, 1, 2]], depths)
+def _sweep_reference(images, c2w, K, depths, sources: dict[int, list[int]], keep: float = 1.0) -> torch.Tensor:
+    """Per pixel and plane, in float64: each source's 3x3-window cost (its diffs over the window pixels it
+    sees / their count); the round(keep * S) sources with the lowest such cost pooled (their window
+    sums added, then divided), NO_COST where none sees anything. -> (len(sources), P, H, W)."""
+    V, _, H, W = images.shape
+    P = depths.shape[0]
     o, d = pixel_rays(c2w, K, H, W)
-    ref = torch.zeros(3, P, H, W, dtype=torch.float64)
-    for i in range(3):
-        src = [j for j in range(3) if j != i]
+    box = lambda x: F.avg_pool2d(x.reshape(-1, 1, H, W), 3, 1, 1, count_include_pad=True).reshape(x.shape) * 9
+    ref = torch.zeros(len(sources), P, H, W, dtype=torch.float64)
+    for r, (i, src) in enumerate(sources.items()):
         diff = torch.zeros(len(src), P, H, W, dtype=torch.float64)
         valid = torch.zeros_like(diff)
         for k in range(P):
@@ -64,12 +62,52 @@ def test_plane_sweep_matches_a_per_pixel_reference():
                         if z.item() > 1e-6 and 0 <= u <= W and 0 <= v <= H:
                             valid[s, k, y, x] = 1
                             diff[s, k, y, x] = (_bilinear(images[j], u, v) - images[i, :, y, x]).abs().mean()
-        box = lambda x: F.avg_pool2d(x.reshape(-1, 1, H, W), 3, 1, 1, count_include_pad=True).reshape(x.shape) * 9
-        num, den = box(diff * valid).sum(0), box(valid).sum(0)
-        ref[i] = torch.where(den > 0, num / den.clamp(min=1e-9), torch.full_like(num, NO_COST))
+        num, den = box(diff * valid), box(valid)  # (S,P,H,W) window sums per source
+        n = max(1, round(keep * len(src)))
+        for k in range(P):
+            for y in range(H):
+                for x in range(W):
+                    own = [num[s, k, y, x] / den[s, k, y, x] if den[s, k, y, x] > 0 else math.inf for s in range(len(src))]
+                    best = sorted(range(len(src)), key=lambda s: own[s])[:n]
+                    a, b = sum(num[s, k, y, x] for s in best), sum(den[s, k, y, x] for s in best)
+                    ref[r, k, y, x] = a / b if b > 0 else NO_COST
+    return ref
+
+
+def _sweep_views(n: int, H: int = 6, W: int = 7):
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(n, 3, H, W, generator=g, dtype=torch.float64)
+    xs = torch.linspace(-0.4, 0.5, n).tolist()
+    c2w = torch.stack([look_at(torch.tensor([x, 0.1 * x, -3.0], dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
+                               torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)) for x in xs])  # fmt: skip
+    K = torch.tensor([[6.0, 6.5, 3.4, 3.1]] * n, dtype=torch.float64)
+    return images, c2w, K, torch.tensor([2.0, 3.0, 4.5])
+
+
+def test_plane_sweep_matches_a_per_pixel_reference():
+    images, c2w, K, depths = _sweep_views(3)
+    cost = plane_sweep_cost(images.float(), c2w.float(), K.float(), [[0, 1, 2]], depths)
+    ref = _sweep_reference(images, c2w, K, depths, {0: [1, 2], 1: [0, 2], 2: [0, 1]})
     torch.testing.assert_close(cost.double(), ref, rtol=1e-4, atol=1e-4)
     # refs computes a subset, in the order asked for
     torch.testing.assert_close(plane_sweep_cost(images.float(), c2w.float(), K.float(), [[0, 1, 2]], depths, refs=[2, 0]), cost[[2, 0]])
+
+
+def test_plane_sweep_with_earlier_groups_pools_the_sources_that_agree_best():
+    """back = 1: a view's sources are its own group's and the group's before (not after); keep = 0.5 pools
+    the best round(S / 2) of them at each pixel and plane, as the per-pixel reference picks them."""
+    images, c2w, K, depths = _sweep_views(5)
+    groups = [[0, 1], [2, 3], [4]]
+    cost = plane_sweep_cost(images.float(), c2w.float(), K.float(), groups, depths, back=1, keep=0.5)
+    sources = {0: [1], 1: [0], 2: [0, 1, 3], 3: [0, 1, 2], 4: [2, 3]}
+    torch.testing.assert_close(cost.double(), _sweep_reference(images, c2w, K, depths, sources, keep=0.5), rtol=1e-4, atol=1e-4)
+    # keep = 1 pools them all, back = 0 is the group alone
+    every = plane_sweep_cost(images.float(), c2w.float(), K.float(), groups, depths, back=1)
+    torch.testing.assert_close(every.double(), _sweep_reference(images, c2w, K, depths, sources), rtol=1e-4, atol=1e-4)
+    alone = plane_sweep_cost(images.float(), c2w.float(), K.float(), groups, depths)
+    torch.testing.assert_close(alone[:2], cost[:2])  # the first group has nothing before it
+    assert not torch.allclose(alone[2:4], every[2:4])
+    assert (alone[4] == NO_COST).all()  # a one-view group sees nothing but itself
 
 
 def _textured_wall():
@@ -555,7 +593,15 @@ def test_edge_propagation_starts_as_identity_and_learns_which_side_of_an_edge_a_
     assert wrong(before) > 10 and wrong(after) < 0.05, (wrong(before), wrong(after))
 
 
-def test_geo_stream_equals_batched_decode_and_keeps_frames_bounded(geo_model):
+@pytest.mark.parametrize("back, keep", [(0, 1.0), (1, 0.5)])
+def test_geo_stream_equals_batched_decode_and_keeps_frames_bounded(geo_model, back, keep):
+    """A streamed session's Gaussians are the batched decode's; with gs_sweep_back, each kept chunk
+    carries the chunks fed just before it as its plane-sweep sources."""
+    geo_model = copy.deepcopy(geo_model)
+    geo_model.set_depth_options(gs_sweep_back=back, gs_sweep_keep=keep)
+    for bad in ({"gs_sweep_back": -1}, {"gs_sweep_keep": 0.0}, {"gs_sweep_keep": 1.5}):
+        with pytest.raises(ValueError, match="gs_sweep_back must be >= 0 and gs_sweep_keep in"):
+            geo_model.set_depth_options(**bad)
     s = _heldout(n_in=6)
     i = s.inputs
     session = StreamSession(geo_model, stream=geo_model.stream_config(frames_per_chunk=2, max_kept_frames=6))
@@ -578,7 +624,11 @@ def test_geo_stream_equals_batched_decode_and_keeps_frames_bounded(geo_model):
     long = StreamSession(geo_model, stream=geo_model.stream_config(frames_per_chunk=2, max_kept_frames=6))
     for _ in range(5):
         long.feed(i.images[0], i.c2w[0], i.fxfycxcy[0], i.times[0].double())
-    assert sum(c.num_views for c in long._kept) <= 6 and all(c.num_views == 2 for c in long._kept)
+    assert sum(c.num_views for c, _ in long._kept) <= 6 and all(c.num_views == 2 for c, _ in long._kept)
+    chunk_of = lambda v: [torch.equal(v.times, i.times[:, a : a + 2]) for a in (0, 2, 4)].index(True)  # fed cyclically
+    assert long._kept[0][1] == []  # the first chunk fed has none before it
+    for chunk, before in long._kept[1:]:
+        assert [chunk_of(b) for b in before] == ([] if back == 0 else [(chunk_of(chunk) - 1) % 3])
 
 
 def test_browser_splats_are_widened_by_the_model_pixel_footprint(geo_model):

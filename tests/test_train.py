@@ -452,27 +452,31 @@ def test_init_from_a_shipped_checkpoint_starts_from_its_weights(tmp_path, smoke_
 
 def test_depth_only_stage_adds_and_trains_just_the_depth_modules(tmp_path, smoke_ckpt, capsys):
     """--init-from a geo checkpoint without them + --model.gs-refine --model.gs-edge --depth-only
-    --depth-risk 1 --model.gs-readout risk --model.gs-depth-size 16: every weight it had stays bit-equal, the readout and
-    depth size are stored, the regulariser's and the edge propagation's change, the depth losses (the risk among them)
+    --depth-risk 1 --model.gs-readout risk --model.gs-depth-size 16 --model.gs-sweep-back 1 --model.gs-sweep-keep 0.5: every
+    weight it had stays bit-equal, the weight-free depth options (readout, depth size, sweep sources) are stored, the regulariser's and the edge propagation's change, the depth losses (the risk among them)
     are logged; --depth-risk without depth planes is refused; export_checkpoint --gs-depth-size / --gs-readout store
     other depth options with the same weights."""
     geo = lib.ModelOptions(preset="tiny", heads=("lvsm", "4dgs"), gs_head="geo")
     lib.pretrain(tiny(tmp_path / "geo", steps=1, model=geo, lpips_start=100))
     src = tmp_path / "geo" / "ckpt.pt"
-    refine = replace(geo, gs_refine=True, gs_edge=True, gs_readout="risk", gs_depth_size=16)
+    refine = replace(geo, gs_refine=True, gs_edge=True, gs_readout="risk", gs_depth_size=16, gs_sweep_back=1, gs_sweep_keep=0.5)
     cfg = tiny(tmp_path / "refine", steps=3, model=refine, init_from=src, depth_only=True, depth_risk=1.0, lpips_start=0)
     lib.pretrain(cfg)
     assert fsm.load_checkpoint(src).config.gs_readout == "mode"
     said = capsys.readouterr().err
-    assert "gs_readout mode -> risk" in said and "gs_depth_size None -> 16" in said  # weight-free changes are announced
+    for change in ("gs_readout mode -> risk", "gs_depth_size None -> 16", "gs_sweep_back 0 -> 1", "gs_sweep_keep 1.0 -> 0.5"):
+        assert change in said  # weight-free changes are announced
     trained = fsm.load_checkpoint(tmp_path / "refine" / "ckpt.pt")
-    assert (trained.config.gs_readout, trained.config.gs_depth_size) == ("risk", 16)
+    c = trained.config
+    assert (c.gs_readout, c.gs_depth_size, c.gs_sweep_back, c.gs_sweep_keep) == ("risk", 16, 1, 0.5)
     from train.export_checkpoint import ExportConfig
     from train.export_checkpoint import main as export
 
-    shipped = export(ExportConfig(tmp_path / "refine" / "ckpt.pt", tmp_path / "ship.pt", depth=lib.DepthOptions("mode", 0), fp16=False))
+    depth = lib.DepthOptions("mode", 0, gs_sweep_back=0)
+    shipped = export(ExportConfig(tmp_path / "refine" / "ckpt.pt", tmp_path / "ship.pt", depth=depth, fp16=False))
+    c = fsm.load_checkpoint(shipped).config
+    assert (c.gs_readout, c.gs_depth_size, c.gs_sweep_back, c.gs_sweep_keep) == ("mode", None, 0, 0.5)  # unset: kept
     reread = fsm.load_checkpoint(shipped)
-    assert (reread.config.gs_readout, reread.config.gs_depth_size) == ("mode", None)
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in reread.state_dict().items())
     with pytest.raises(ValueError, match="only the geo 4DGS head"):  # the LVSM-only smoke checkpoint
         export(ExportConfig(smoke_ckpt, tmp_path / "x.pt", depth=lib.DepthOptions(gs_depth_size=64)))

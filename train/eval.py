@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: mak
 from fsm.checkpoint import load_checkpoint
 from fsm.data.samples import SampleConfig
 from fsm.precision import DtypeChoice, resolve_dtype
-from train.lib import ORACLE, DepthOptions, evaluate_pairs, markdown_table, pick_device, run_cli, split_clip, synthetic_pairs, write_strips
+from train.lib import ORACLE, WEIGHT_FREE, DepthOptions, evaluate_pairs, markdown_table, pick_device, run_cli, split_clip, synthetic_pairs, write_strips
 
 
 @dataclass
@@ -62,7 +62,8 @@ class EvalConfig:
     frames_per_chunk: int | None = None
     """Frames per fast-weight chunk when streaming (default: the checkpoint's)."""
     depth: Annotated[DepthOptions, tyro.conf.arg(name="")] = DepthOptions()
-    """--gs-readout / --gs-depth-size: read the geo 4DGS head's depth another way than the checkpoint says."""
+    """--gs-readout / --gs-depth-size / --gs-sweep-back / --gs-sweep-keep: read the geo 4DGS head's depth another way than
+    the checkpoint says."""
     plain_lact: bool = False
     """Also evaluate the same weights streamed as plain LaCT (lambda = 0): the elastic baseline."""
     strips: int = 4
@@ -96,8 +97,8 @@ def main(cfg: EvalConfig) -> dict:
         strips += write_strips(cfg.out / "strips", name, shown, cfg.strips, heads)
     result = {
         "checkpoint": str(cfg.ckpt),
-        "model": {"preset": model.config.preset, "heads": list(heads), "frames_per_chunk": fpc, "gs_readout": model.config.gs_readout,
-                  "gs_depth_size": model.config.gs_depth_size},
+        "model": {"preset": model.config.preset, "heads": list(heads), "frames_per_chunk": fpc,
+                  **{name: getattr(model.config, name) for name in WEIGHT_FREE}},
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "rows": rows,
         "strips": strips,

@@ -2,7 +2,7 @@
 optionally with evaluation results and a notice the viewer shows.
 
     python train/export_checkpoint.py runs/small/ckpt.pt assets/fsm-small.pt \
-        --eval runs/small/eval/eval.json --notice "..." [--gs-depth-size 64]
+        --eval runs/small/eval/eval.json --notice "..." [--gs-depth-size 64 --gs-sweep-back 1 --gs-sweep-keep 0.5]
 
 The optimizer and RNG states of the training checkpoint are dropped (they are only for
 --resume); fsm.load_checkpoint restores float32 weights from the fp16 file.
@@ -38,7 +38,8 @@ class ExportConfig:
     fp16: bool = True
     """Store weights in float16 (half the size; loaded back as float32)."""
     depth: Annotated[DepthOptions, tyro.conf.arg(name="")] = DepthOptions()
-    """--gs-readout / --gs-depth-size: store the geo 4DGS head's depth options so (as train/eval.py measured them)."""
+    """--gs-readout / --gs-depth-size / --gs-sweep-back / --gs-sweep-keep: store the geo 4DGS head's depth options so
+    (as train/eval.py measured them)."""
 
 
 def main(cfg: ExportConfig) -> Path:

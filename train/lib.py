@@ -102,12 +102,17 @@ class DepthOptions:
     gs_depth_size: int | None = None
     """Work out depth on the views downsampled to at most this short side, in pixels (0 = at full
     resolution; fsm.geohead.depth_size)."""
+    gs_sweep_back: int | None = None
+    """Plane-sweep sources: also every frame of this many chunks before the view's own (fsm.planesweep)."""
+    gs_sweep_keep: float | None = None
+    """Plane-sweep sources: pool this fraction of them, those that agree best at each pixel and plane."""
 
     def apply(self, model: FSM, path: Path) -> None:
-        if self.gs_readout is None and self.gs_depth_size is None:
+        options = asdict(self)
+        if all(v is None for v in options.values()):
             return
         try:
-            model.set_depth_options(self.gs_readout, self.gs_depth_size)
+            model.set_depth_options(**options)
         except ValueError as e:
             raise UsageError(f"{path}: {e}") from None
 
@@ -136,6 +141,12 @@ class ModelOptions:
     by the smallest integer factor that brings their short side to at most this many pixels, then
     upsample its plane logits (fsm.geohead.depth_size); unset = at full resolution. A weight-free
     choice: --init-from may change it."""
+    gs_sweep_back: int = FSMConfig.gs_sweep_back
+    """Geo head: the plane sweep's sources are the frames of the view's own chunk and of this many chunks
+    before it (seen already, so streaming stays exact; fsm.planesweep). Weight-free: --init-from may change it."""
+    gs_sweep_keep: float = FSMConfig.gs_sweep_keep
+    """Geo head: at each pixel and depth plane the sweep pools this fraction of its sources, those that
+    agree best (1 = all; fsm.planesweep). Weight-free: --init-from may change it."""
     gs_planes: int = FSMConfig.gs_planes
     """Geo head: depth planes of the plane sweep, log-spaced over its depth range. --init-from a checkpoint
     with another count resamples its plane weights in log depth (fsm.geohead.resample_head_planes)."""
@@ -351,7 +362,8 @@ def build_model(cfg: TrainConfig) -> FSM:
     try:
         model = FSM.from_preset(cfg.model.preset, heads=tuple(cfg.model.heads), gs_head=cfg.model.gs_head, gs_sweep=cfg.model.gs_sweep,
                                 gs_refine=cfg.model.gs_refine, gs_edge=cfg.model.gs_edge, gs_depth_size=cfg.model.gs_depth_size,
-                                gs_planes=cfg.model.gs_planes, gs_readout=cfg.model.gs_readout)
+                                gs_planes=cfg.model.gs_planes, gs_readout=cfg.model.gs_readout, gs_sweep_back=cfg.model.gs_sweep_back,
+                                gs_sweep_keep=cfg.model.gs_sweep_keep)
     except ValueError as e:  # FSMConfig's own checks: a flag's value, not a bug
         raise UsageError(f"--model: {e}") from None
     model.stream = model.stream_config(frames_per_chunk=cfg.model.frames_per_chunk, elastic=cfg.elastic.to_config())
@@ -465,6 +477,9 @@ def load_training_checkpoint(path: Path, model: FSM, optimizer) -> tuple[int, di
     return int(ckpt["step"]), ckpt.get("metadata", {})
 
 
+WEIGHT_FREE = ("gs_readout", "gs_depth_size", "gs_sweep_back", "gs_sweep_keep")  # FSMConfig fields no weight depends on
+
+
 def init_weights(path: Path, model: FSM) -> dict:
     """Load the weights of any checkpoint with this architecture (fp16 ones are restored to fp32);
     returns its metadata under "init_from" (what the run started from)."""
@@ -473,13 +488,13 @@ def init_weights(path: Path, model: FSM) -> dict:
     # the differences allowed: depth modules added (they start as the identity: the model stays as it was),
     # the depth readout and size (no weights) and the geo head's plane count (its plane weights are resampled)
     added = {flag: prefix for flag, prefix in DEPTH_MODULES.items() if getattr(model.config, flag) and not getattr(config, flag)}
-    allowed = dict.fromkeys(added, True) | {"gs_readout": model.config.gs_readout, "gs_depth_size": model.config.gs_depth_size}
+    allowed = dict.fromkeys(added, True) | {name: getattr(model.config, name) for name in WEIGHT_FREE}
     if config.gs_head == "geo":
         allowed["gs_planes"] = model.config.gs_planes
     differ = differences(replace(config, **allowed), model.config)
     if differ:
         raise UsageError(f"{path}: the architecture differs from --model's — " + "; ".join(differ))
-    for name in ("gs_readout", "gs_depth_size"):  # weight-free, so allowed to change: say so, it is easy to miss
+    for name in WEIGHT_FREE:  # allowed to change: say so, it is easy to miss
         if getattr(config, name) != allowed[name]:
             print(f"{path}: {name} {getattr(config, name)} -> {allowed[name]} (--model.{name.replace('_', '-')})", file=sys.stderr)
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
