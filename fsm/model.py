@@ -34,6 +34,8 @@ from fsm.splat import render_4dgs
 HEADS = ("lvsm", "4dgs")  # decoding heads a config may ask for
 GS_HEADS = ("paper", "geo")  # designs of the 4DGS head
 GS_RANGES = {"paper": (0.01, 100.0), "geo": (0.3, 3000.0)}  # default (near, far) of each
+# the geo head's depth options no weight depends on: a checkpoint's weights may be read with others (set_depth_options)
+DEPTH_OPTIONS = ("gs_readout", "gs_depth_size", "gs_sweep_back", "gs_sweep_keep")
 # the geo head's depth modules: config flag -> parameter prefix. Each starts as the identity, so it may be
 # added to a checkpoint without it (train --init-from), --depth-only trains exactly these, and a
 # checkpoint with any of them keeps the sweep temperature it was trained at (calibrate_sweep).

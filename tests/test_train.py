@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -472,6 +472,7 @@ def test_depth_only_stage_adds_and_trains_just_the_depth_modules(tmp_path, smoke
     from train.export_checkpoint import ExportConfig
     from train.export_checkpoint import main as export
 
+    assert tuple(f.name for f in fields(lib.DepthOptions)) == fsm.model.DEPTH_OPTIONS  # every option has its flag
     depth = lib.DepthOptions("mode", 0, gs_sweep_back=0)
     shipped = export(ExportConfig(tmp_path / "refine" / "ckpt.pt", tmp_path / "ship.pt", depth=depth, fp16=False))
     c = fsm.load_checkpoint(shipped).config

@@ -29,9 +29,10 @@ import tyro
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
 
 from fsm.checkpoint import load_checkpoint
+from fsm.model import DEPTH_OPTIONS
 from fsm.data.samples import SampleConfig
 from fsm.precision import DtypeChoice, resolve_dtype
-from train.lib import ORACLE, WEIGHT_FREE, DepthOptions, evaluate_pairs, markdown_table, pick_device, run_cli, split_clip, synthetic_pairs, write_strips
+from train.lib import ORACLE, DepthOptions, evaluate_pairs, markdown_table, pick_device, run_cli, split_clip, synthetic_pairs, write_strips
 
 
 @dataclass
@@ -98,7 +99,7 @@ def main(cfg: EvalConfig) -> dict:
     result = {
         "checkpoint": str(cfg.ckpt),
         "model": {"preset": model.config.preset, "heads": list(heads), "frames_per_chunk": fpc,
-                  **{name: getattr(model.config, name) for name in WEIGHT_FREE}},
+                  **{name: getattr(model.config, name) for name in DEPTH_OPTIONS}},
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "rows": rows,
         "strips": strips,

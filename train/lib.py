@@ -41,7 +41,7 @@ from fsm.data.samples import HELDOUT_SCENES, REGIMES, ClipSource, Sample, Sample
 from fsm.lacet import ElasticConfig
 from fsm.metrics import lpips, psnr, ssim
 from fsm.geohead import frame_spacing, oracle_gaussians, plane_abs_rel_risk, plane_cross_entropy, resample_head_planes
-from fsm.model import DEPTH_MODULES, FSM, GS_RANGES, FSMConfig, StreamConfig, Views, render_gaussians
+from fsm.model import DEPTH_MODULES, DEPTH_OPTIONS, FSM, GS_RANGES, FSMConfig, StreamConfig, Views, render_gaussians
 from fsm.planesweep import chunk_groups
 from fsm.precision import DtypeChoice, resolve_dtype
 from fsm.stream import StreamSession
@@ -477,9 +477,6 @@ def load_training_checkpoint(path: Path, model: FSM, optimizer) -> tuple[int, di
     return int(ckpt["step"]), ckpt.get("metadata", {})
 
 
-WEIGHT_FREE = ("gs_readout", "gs_depth_size", "gs_sweep_back", "gs_sweep_keep")  # FSMConfig fields no weight depends on
-
-
 def init_weights(path: Path, model: FSM) -> dict:
     """Load the weights of any checkpoint with this architecture (fp16 ones are restored to fp32);
     returns its metadata under "init_from" (what the run started from)."""
@@ -488,13 +485,13 @@ def init_weights(path: Path, model: FSM) -> dict:
     # the differences allowed: depth modules added (they start as the identity: the model stays as it was),
     # the depth readout and size (no weights) and the geo head's plane count (its plane weights are resampled)
     added = {flag: prefix for flag, prefix in DEPTH_MODULES.items() if getattr(model.config, flag) and not getattr(config, flag)}
-    allowed = dict.fromkeys(added, True) | {name: getattr(model.config, name) for name in WEIGHT_FREE}
+    allowed = dict.fromkeys(added, True) | {name: getattr(model.config, name) for name in DEPTH_OPTIONS}
     if config.gs_head == "geo":
         allowed["gs_planes"] = model.config.gs_planes
     differ = differences(replace(config, **allowed), model.config)
     if differ:
         raise UsageError(f"{path}: the architecture differs from --model's — " + "; ".join(differ))
-    for name in WEIGHT_FREE:  # allowed to change: say so, it is easy to miss
+    for name in DEPTH_OPTIONS:  # allowed to change: say so, it is easy to miss
         if getattr(config, name) != allowed[name]:
             print(f"{path}: {name} {getattr(config, name)} -> {allowed[name]} (--model.{name.replace('_', '-')})", file=sys.stderr)
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
