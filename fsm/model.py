@@ -361,9 +361,10 @@ class FSM(nn.Module):
         sources (gs_sweep_back chunks back, the gs_sweep_keep fraction that agrees best)."""
         if self.config.gs_head != "geo" or "4dgs" not in self.config.heads:
             raise ValueError("depth options: only the geo 4DGS head reads depth planes")
-        changes = {k: v for k, v in {"gs_readout": gs_readout, "gs_sweep_back": gs_sweep_back, "gs_sweep_keep": gs_sweep_keep}.items() if v is not None}
-        if gs_depth_size is not None:
-            changes["gs_depth_size"] = gs_depth_size or None
+        given = {"gs_readout": gs_readout, "gs_depth_size": gs_depth_size, "gs_sweep_back": gs_sweep_back, "gs_sweep_keep": gs_sweep_keep}
+        changes = {k: v for k, v in given.items() if v is not None}
+        if changes.get("gs_depth_size") == 0:  # 0: full resolution, stored as None
+            changes["gs_depth_size"] = None
         self.config = replace(self.config, **changes)  # validates them; decode_geo reads them from here
 
     def stream_config(self, base: StreamConfig | None = None, **overrides) -> StreamConfig:
