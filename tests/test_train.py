@@ -497,7 +497,7 @@ def test_depth_only_stage_adds_and_trains_just_the_depth_modules(tmp_path, smoke
     from train.calibrate_sweep import CalibrateConfig
     from train.calibrate_sweep import main as calibrate
 
-    with pytest.raises(SystemExit, match="depth modules"):
+    with pytest.raises(lib.UsageError, match="depth modules"):
         calibrate(CalibrateConfig(tmp_path / "refine" / "ckpt.pt", tmp_path / "x.pt", scenes=1, size=32, num_input=4))
 
 
@@ -574,5 +574,35 @@ def test_calibrate_sweep_picks_the_temperature_whose_depth_is_best(tmp_path, dep
 
     paper = tmp_path / "paper.pt"
     fsm.save_checkpoint(paper, fsm.FSM.from_preset("tiny", heads=("4dgs",), gs_head="paper"))
-    with pytest.raises(SystemExit, match="needs a geo 4DGS head"):
+    with pytest.raises(lib.UsageError, match="needs a geo 4DGS head"):
         calibrate(CalibrateConfig(paper, tmp_path / "x.pt", scenes=1, size=32, num_input=4))
+
+
+@pytest.mark.parametrize(
+    "script, config, argv",
+    [
+        ("pretrain", "TrainConfig", ["--init-from", "{missing}", "--out", "{tmp}/run"]),
+        ("eval", "EvalConfig", ["--ckpt", "{missing}", "--out", "{tmp}/eval"]),
+        ("finetune", "FinetuneConfig", ["--ckpt", "{missing}", "--clip", "{tmp}/clip.mp4", "--out", "{tmp}/ft"]),
+        ("finetune", "FinetuneConfig", ["--ckpt", "{ckpt}", "--clip", "{tmp}/missing.mp4", "--out", "{tmp}/ft"]),
+        ("export_checkpoint", "ExportConfig", ["{missing}", "{tmp}/out.pt"]),
+        ("calibrate_sweep", "CalibrateConfig", ["{missing}", "{tmp}/out.pt"]),
+    ],
+)
+def test_scripts_refuse_an_unreadable_file_with_one_line_naming_it(tmp_path, monkeypatch, script, config, argv):
+    """A missing checkpoint or clip is the user's mistake: the script's entry point (run_cli) exits with
+    one line that names the file, not a traceback from deep in the loader."""
+    import importlib
+
+    ckpt = tmp_path / "tiny.pt"
+    fsm.save_checkpoint(ckpt, fsm.FSM.from_preset("tiny"))
+    args = [a.format(tmp=tmp_path, missing=tmp_path / "missing.pt", ckpt=ckpt) for a in argv]
+    module = lib if script == "pretrain" else importlib.import_module(f"train.{script}")
+    main = lib.pretrain if script == "pretrain" else module.main
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        lib.run_cli(main, getattr(module, config))
+    message = str(exit_info.value.code)
+    missing = next(a for a in args if "missing" in a)
+    assert message.startswith("error: ") and missing in message and "\n" not in message
+    assert not any(p.name in ("run", "eval", "ft", "out.pt") for p in tmp_path.iterdir())

@@ -22,6 +22,7 @@ scene is decoded once and every candidate is read out from the same logits.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,14 @@ import torch
 import torch.nn.functional as F
 import tyro
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make `train.lib` importable
+
 from fsm.checkpoint import atomic_torch_save, load_checkpoint, read_checkpoint
 from fsm.data import VALIDATION_SCENES, heldout_samples
 from fsm.geohead import plane_readout
 from fsm.model import DEPTH_MODULES, FSM
 from fsm.planesweep import chunk_groups
+from train.lib import UsageError, run_cli
 
 KEY = "gaussian_head.log_temperature"
 
@@ -82,9 +86,9 @@ def readout_errors(model: FSM, samples, temperatures: list[float]) -> torch.Tens
 def main(cfg: CalibrateConfig) -> dict:
     model = load_checkpoint(cfg.src, device=cfg.device)
     if model.config.gs_head != "geo" or not model.config.gs_sweep or "4dgs" not in model.config.heads:
-        raise SystemExit(f"{cfg.src}: calibrate_sweep needs a geo 4DGS head with the plane sweep (gs_head='geo', gs_sweep)")
+        raise UsageError(f"{cfg.src}: calibrate_sweep needs a geo 4DGS head with the plane sweep (gs_head='geo', gs_sweep)")
     if any(getattr(model.config, flag) for flag in DEPTH_MODULES):  # logits no longer linear in T; trained at its T
-        raise SystemExit(f"{cfg.src}: has depth modules (gs_refine / gs_edge) trained at its sweep temperature; "
+        raise UsageError(f"{cfg.src}: has depth modules (gs_refine / gs_edge) trained at its sweep temperature; "
                          "calibrate the checkpoint it was trained from instead")
     t_model = model.gaussian_head.log_temperature.exp().item()
     temperatures = sorted({*map(float, cfg.temperatures), t_model})
@@ -109,4 +113,4 @@ def main(cfg: CalibrateConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(CalibrateConfig))
+    run_cli(main, CalibrateConfig)

@@ -1,6 +1,6 @@
 """The training library: everything the scripts in train/ share, each script being a short main.
 
-    entry point       run_cli (a UsageError, the user's mistake, exits with one line)
+    entry point       run_cli (the user's mistake — a UsageError, an unreadable checkpoint or clip — exits with one line)
     option groups     DataConfig, ElasticOptions, ModelOptions, TrainConfig (tyro CLIs)
     devices and RNG   pick_device, dist_info, seeds, rng_state / set_rng_state, state_digest
     data              make_source, training_batch, heldout_batches
@@ -36,10 +36,11 @@ from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
 from fsm.cameras import ClipNormalization
-from fsm.checkpoint import checkpoint_configs, differences, read_checkpoint, save_checkpoint
+from fsm.checkpoint import CheckpointError, checkpoint_configs, differences, read_checkpoint, save_checkpoint
 from fsm.data.samples import HELDOUT_SCENES, REGIMES, ClipSource, Sample, SampleConfig, SampleSource, SyntheticSource, heldout_samples
 from fsm.lacet import ElasticConfig
 from fsm.metrics import lpips, psnr, ssim
+from fsm.io.clip import ClipError
 from fsm.geohead import frame_spacing, oracle_gaussians, plane_abs_rel_risk, plane_cross_entropy, resample_head_planes
 from fsm.model import DEPTH_MODULES, DEPTH_OPTIONS, FSM, GS_RANGES, FSMConfig, StreamConfig, Views, render_gaussians
 from fsm.planesweep import chunk_groups
@@ -55,10 +56,12 @@ class UsageError(ValueError):
 
 
 def run_cli(main, config_type):
-    """A script's entry point: main(its tyro-parsed config); a UsageError exits with one line, no traceback."""
+    """A script's entry point: main(its tyro-parsed config). A refusal of the user's flags or files
+    (UsageError, or a checkpoint or clip that cannot be read: their messages name the file) exits with
+    one line, no traceback."""
     try:
         return main(tyro.cli(config_type))
-    except UsageError as e:
+    except (UsageError, CheckpointError, ClipError) as e:
         raise SystemExit(f"error: {e}") from None
 
 
