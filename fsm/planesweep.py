@@ -17,7 +17,9 @@ where the point is occluded, or where a moving object has moved, disagrees at th
 too; the sources that agree there are the evidence (the best-K view selection of multi-view
 stereo). Measured with the stage-16 weights, no retraining, 4 validation scenes at 64x64: mean
 depth abs-rel sparse / continuous 0.206 / 0.270 with back 0, keep 1; 0.220 / 0.222 with back 1;
-0.195 / 0.283 with keep 0.5; 0.182 / 0.244 with back 1, keep 0.5. Where no source sees a point,
+0.195 / 0.283 with keep 0.5; 0.182 / 0.244 with back 1, keep 0.5. With the stage-18 weights
+(trained with back 1, keep 0.5: 0.183 / 0.244): back 2, keep 0.5 0.186 / 0.212; back 3 0.190 /
+0.202; back 2 with keep 0.34 or 0.6 0.184 / 0.235, 0.192 / 0.211. Where no source sees a point,
 its cost is NO_COST.
 
 Shapes: images (V,3,H,W) of one clip, c2w (V,4,4), fxfycxcy (V,4) pixels, depths (P,).

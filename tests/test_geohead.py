@@ -593,7 +593,7 @@ def test_edge_propagation_starts_as_identity_and_learns_which_side_of_an_edge_a_
     assert wrong(before) > 10 and wrong(after) < 0.05, (wrong(before), wrong(after))
 
 
-@pytest.mark.parametrize("back, keep", [(0, 1.0), (1, 0.5)])
+@pytest.mark.parametrize("back, keep", [(0, 1.0), (1, 0.5), (2, 0.5)])
 def test_geo_stream_equals_batched_decode_and_keeps_frames_bounded(geo_model, back, keep):
     """A streamed session's Gaussians are the batched decode's; with gs_sweep_back, each kept chunk
     carries the chunks fed just before it as its plane-sweep sources."""
@@ -627,8 +627,9 @@ def test_geo_stream_equals_batched_decode_and_keeps_frames_bounded(geo_model, ba
     assert sum(c.num_views for c, _ in long._kept) <= 6 and all(c.num_views == 2 for c, _ in long._kept)
     chunk_of = lambda v: [torch.equal(v.times, i.times[:, a : a + 2]) for a in (0, 2, 4)].index(True)  # fed cyclically
     assert long._kept[0][1] == []  # the first chunk fed has none before it
+    assert long._kept_stride >= back  # so every later kept chunk has `back` chunks fed before it
     for chunk, before in long._kept[1:]:
-        assert [chunk_of(b) for b in before] == ([] if back == 0 else [(chunk_of(chunk) - 1) % 3])
+        assert [chunk_of(b) for b in before] == [(chunk_of(chunk) - k) % 3 for k in range(back, 0, -1)]  # oldest first
 
 
 def test_browser_splats_are_widened_by_the_model_pixel_footprint(geo_model):
