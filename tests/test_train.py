@@ -579,17 +579,17 @@ def test_calibrate_sweep_picks_the_temperature_whose_depth_is_best(tmp_path, dep
 
 
 @pytest.mark.parametrize(
-    "script, config, argv",
+    "module, main, config, argv",
     [
-        ("pretrain", "TrainConfig", ["--init-from", "{missing}", "--out", "{tmp}/run"]),
-        ("eval", "EvalConfig", ["--ckpt", "{missing}", "--out", "{tmp}/eval"]),
-        ("finetune", "FinetuneConfig", ["--ckpt", "{missing}", "--clip", "{tmp}/clip.mp4", "--out", "{tmp}/ft"]),
-        ("finetune", "FinetuneConfig", ["--ckpt", "{ckpt}", "--clip", "{tmp}/missing.mp4", "--out", "{tmp}/ft"]),
-        ("export_checkpoint", "ExportConfig", ["{missing}", "{tmp}/out.pt"]),
-        ("calibrate_sweep", "CalibrateConfig", ["{missing}", "{tmp}/out.pt"]),
+        ("train.lib", "pretrain", "TrainConfig", ["--init-from", "{missing}", "--out", "{tmp}/run"]),
+        ("train.eval", "main", "EvalConfig", ["--ckpt", "{missing}", "--out", "{tmp}/eval"]),
+        ("train.finetune", "main", "FinetuneConfig", ["--ckpt", "{missing}", "--clip", "{tmp}/clip.mp4", "--out", "{tmp}/ft"]),
+        ("train.finetune", "main", "FinetuneConfig", ["--ckpt", "{ckpt}", "--clip", "{tmp}/missing.mp4", "--out", "{tmp}/ft"]),
+        ("train.export_checkpoint", "main", "ExportConfig", ["{missing}", "{tmp}/out.pt"]),
+        ("train.calibrate_sweep", "main", "CalibrateConfig", ["{missing}", "{tmp}/out.pt"]),
     ],
 )
-def test_scripts_refuse_an_unreadable_file_with_one_line_naming_it(tmp_path, monkeypatch, script, config, argv):
+def test_scripts_refuse_an_unreadable_file_with_one_line_naming_it(tmp_path, monkeypatch, module, main, config, argv):
     """A missing checkpoint or clip is the user's mistake: the script's entry point (run_cli) exits with
     one line that names the file, not a traceback from deep in the loader."""
     import importlib
@@ -597,11 +597,10 @@ def test_scripts_refuse_an_unreadable_file_with_one_line_naming_it(tmp_path, mon
     ckpt = tmp_path / "tiny.pt"
     fsm.save_checkpoint(ckpt, fsm.FSM.from_preset("tiny"))
     args = [a.format(tmp=tmp_path, missing=tmp_path / "missing.pt", ckpt=ckpt) for a in argv]
-    module = lib if script == "pretrain" else importlib.import_module(f"train.{script}")
-    main = lib.pretrain if script == "pretrain" else module.main
-    monkeypatch.setattr(sys, "argv", [f"{script}.py", *args])
+    script = importlib.import_module(module)
+    monkeypatch.setattr(sys, "argv", ["script.py", *args])
     with pytest.raises(SystemExit) as exit_info:
-        lib.run_cli(main, getattr(module, config))
+        lib.run_cli(getattr(script, main), getattr(script, config))
     message = str(exit_info.value.code)
     missing = next(a for a in args if "missing" in a)
     assert message.startswith("error: ") and missing in message and "\n" not in message
